@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let gnuSource: [CSetting] = [.define("_GNU_SOURCE")]
+let swiftGnu: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-D_GNU_SOURCE"])]
+
+let package = Package(
+    name: "vduse-blk",
+    products: [
+        .executable(name: "vduse-blk", targets: ["vduse-blk"]),
+        .library(name: "VirtioDriverSim", targets: ["VirtioDriverSim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // C shims: the VDUSE uapi (our own copy), ioctls, mmap, eventfd, barriers.
+        .target(name: "CVDUSE", cSettings: gnuSource),
+        // C shims over liburing and libaio (kept out of the public header's includes).
+        .target(name: "CAsyncIO", cSettings: gnuSource,
+                linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("aio")]),
+        // Split virtqueues over an abstract guest memory: pure Swift, no syscalls.
+        .target(name: "VirtioCore", dependencies: ["CVDUSE"], swiftSettings: swiftGnu),
+        // virtio-blk: request parsing, config space, features.
+        .target(name: "VirtioBlk", dependencies: ["VirtioCore"], swiftSettings: swiftGnu),
+        // Storage backends behind one submit/reap seam.
+        .target(name: "BlockBackends", dependencies: [
+            "CAsyncIO", "CVDUSE",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftGnu),
+        // Per-queue workers: drain, parse, submit, reap, publish, notify.
+        .target(name: "BlockEngine", dependencies: [
+            "VirtioCore", "VirtioBlk", "BlockBackends", "CVDUSE",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftGnu),
+        // The VDUSE device: control fd, messages, IOTLB, lifecycle.
+        .target(name: "VDUSEDevice", dependencies: [
+            "CVDUSE", "VirtioCore", "VirtioBlk", "BlockBackends", "BlockEngine",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], swiftSettings: swiftGnu),
+        // Driver side of split rings in ordinary memory, for tests, benchmarks and fuzzers.
+        .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "CVDUSE"],
+                swiftSettings: swiftGnu),
+        .executableTarget(name: "vduse-blk", dependencies: [
+            "VDUSEDevice", "BlockBackends", "VirtioBlk",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftGnu),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim"],
+                    swiftSettings: swiftGnu),
+        .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends"], swiftSettings: swiftGnu),
+        .testTarget(name: "BlockEngineTests", dependencies: [
+            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice",
+        ], swiftSettings: swiftGnu),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,171 @@
+import CAsyncIO
+import Glibc
+
+/// What `FileImage.prepare` learned about an image file or block device:
+/// everything a queue needs to reopen it and the device needs to describe it.
+struct FileImage: Sendable, Equatable {
+    /// Regular file or block device.
+    enum Kind: Sendable, Equatable { case regularFile, blockDevice }
+
+    var path: String
+    var kind: Kind
+    /// Bytes exposed to the guest (a positive multiple of 512).
+    var capacityBytes: UInt64
+    var readOnly: Bool
+    var direct: Bool
+    /// Offsets and lengths must be multiples of this (512, or what O_DIRECT needs).
+    var alignment: UInt32
+    /// Hole punching (DISCARD) is expected to work.
+    var supportsDiscard: Bool
+    /// Identity of the opened inode, so queues reopen the very same file.
+    var device: UInt64
+    var inode: UInt64
+
+    /// Opens (creating or growing when asked) the image at `path`, validates
+    /// its size and returns what was learned. The setup fd is closed again.
+    ///
+    /// - `size == nil`: the image must exist; its current size is used.
+    /// - `size` given: a missing regular file is created sparse at that size,
+    ///   a smaller one is grown, a larger one is refused (`.wouldShrink`).
+    ///   A block device exposes its first `size` bytes (which must fit).
+    static func prepare(path: String, size: UInt64?, readOnly: Bool, direct: Bool)
+        throws(BackendError) -> FileImage
+    {
+        if path.isEmpty { throw .invalidSpec("empty image path") }
+        if let size, size == 0 || size % 512 != 0 {
+            throw .badSize("\(size) bytes is not a positive multiple of 512")
+        }
+        // The setup fd never uses O_DIRECT: it only stats, truncates and probes.
+        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        if size != nil && !readOnly { flags |= O_CREAT }
+        let fd: Int32
+        do {
+            fd = try sysCall("open") { open(path, flags, 0o644) }
+        } catch {
+            if error.errno.rawValue == ENOENT {
+                if size == nil {
+                    throw .invalidSpec("image \(path) does not exist (give a size to create it)")
+                }
+                throw .invalidSpec("image \(path) does not exist and cannot be created read-only")
+            }
+            throw .cannotOpen(path: path, errno: error.errno.rawValue)
+        }
+        defer { close(fd) }
+
+        var st = stat()
+        do { _ = try sysCall("fstat") { fstat(fd, &st) } } catch {
+            throw .io(what: "fstat \(path)", errno: error.errno.rawValue)
+        }
+        let format = st.st_mode & S_IFMT
+        var image = FileImage(path: path, kind: .regularFile, capacityBytes: 0, readOnly: readOnly,
+                              direct: direct, alignment: 512, supportsDiscard: false,
+                              device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+        if format == S_IFREG {
+            image.capacityBytes = try regularFileSize(fd: fd, path: path, current: UInt64(st.st_size),
+                                                      requested: size, readOnly: readOnly)
+            image.supportsDiscard = !readOnly && probePunchHole(fd: fd, at: image.capacityBytes)
+            if direct { image.alignment = directAlignment(fd: fd, fallback: 4096) }
+        } else if format == S_IFBLK {
+            image.kind = .blockDevice
+            var bytes: UInt64 = 0
+            do { _ = try sysCall("BLKGETSIZE64", returnsNegatedErrno: true) { vb_io_blk_getsize64(fd, &bytes) } }
+            catch { throw .io(what: "BLKGETSIZE64 \(path)", errno: error.errno.rawValue) }
+            let usable = bytes & ~511
+            if let size {
+                if size > usable { throw .badSize("\(path) holds only \(usable) bytes, \(size) requested") }
+                image.capacityBytes = size
+            } else {
+                if usable == 0 { throw .badSize("\(path) is smaller than 512 bytes") }
+                image.capacityBytes = usable
+            }
+            image.supportsDiscard = !readOnly && blockDeviceDiscards(st.st_rdev)
+            if direct {
+                var logical: UInt32 = 0
+                if vb_io_blk_logical_block_size(fd, &logical) == 0, logical >= 512 {
+                    image.alignment = logical
+                } else {
+                    image.alignment = 4096
+                }
+            }
+        } else {
+            throw .invalidSpec("\(path) is neither a regular file nor a block device")
+        }
+        return image
+    }
+
+    /// Opens a new fd on the image for one queue, checking it is still the same inode.
+    func openQueueFD() throws(BackendError) -> Int32 {
+        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        if direct { flags |= vb_io_o_direct() }
+        let fd: Int32
+        do { fd = try sysCall("open") { open(path, flags) } } catch {
+            throw .cannotOpen(path: path, errno: error.errno.rawValue)
+        }
+        var st = stat()
+        if fstat(fd, &st) != 0 {
+            let e = errno
+            close(fd)
+            throw .io(what: "fstat \(path)", errno: e)
+        }
+        if UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode {
+            close(fd)
+            throw .invalidSpec("image \(path) was replaced while the device was running")
+        }
+        return fd
+    }
+
+    private static func regularFileSize(fd: Int32, path: String, current: UInt64, requested: UInt64?,
+                                        readOnly: Bool) throws(BackendError) -> UInt64 {
+        guard let requested else {
+            if current == 0 { throw .badSize("image \(path) is empty (give a size to grow it)") }
+            if current % 512 != 0 {
+                throw .badSize("image \(path) is \(current) bytes, not a multiple of 512")
+            }
+            return current
+        }
+        if requested < current {
+            throw .wouldShrink(path: path, current: current, requested: requested)
+        }
+        if requested > current {
+            if readOnly { throw .invalidSpec("cannot grow read-only image \(path) to \(requested) bytes") }
+            do { _ = try sysCall("ftruncate") { ftruncate(fd, off_t(requested)) } } catch {
+                throw .io(what: "growing \(path) to \(requested) bytes", errno: error.errno.rawValue)
+            }
+        }
+        return requested
+    }
+
+    /// Punching a hole past EOF (KEEP_SIZE) changes nothing but tells whether
+    /// the file system supports hole punching at all.
+    private static func probePunchHole(fd: Int32, at end: UInt64) -> Bool {
+        let mode = Int32(VB_FALLOC_PUNCH_HOLE | VB_FALLOC_KEEP_SIZE)
+        return (try? sysCall("fallocate", returnsNegatedErrno: true) {
+            vb_io_fallocate(fd, mode, end, 4096)
+        }) != nil
+    }
+
+    /// O_DIRECT offset alignment the file system reports (statx DIOALIGN), else `fallback`.
+    private static func directAlignment(fd: Int32, fallback: UInt32) -> UInt32 {
+        var memAlign: UInt32 = 0, offsetAlign: UInt32 = 0
+        guard vb_io_statx_dio_align(fd, &memAlign, &offsetAlign) == 0, offsetAlign > 0 else {
+            return fallback
+        }
+        return max(512, offsetAlign)
+    }
+
+    /// A block device discards unless sysfs says its discard_max_bytes is 0.
+    private static func blockDeviceDiscards(_ rdev: dev_t) -> Bool {
+        let dev = UInt64(rdev)  // glibc's major()/minor() encoding
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)
+        let minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
+        let sysfs = "/sys/dev/block/\(major):\(minor)/queue/discard_max_bytes"
+        let fd = open(sysfs, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return true }
+        defer { close(fd) }
+        var buffer = (UInt8(0), UInt8(0), UInt8(0), UInt8(0))
+        let n = withUnsafeMutableBytes(of: &buffer) { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { return true }
+        // "0\n" means no discard; any other value (or a longer number) means some.
+        return !(buffer.0 == UInt8(ascii: "0") && (n == 1 || buffer.1 == UInt8(ascii: "\n")))
+    }
+}

@@ -1,0 +1,95 @@
+import Glibc
+
+/// One finished backend operation: the tag given at submit time and the
+/// result, bytes transferred (>= 0) or a negated errno.
+public struct IOCompletion: Sendable, Equatable {
+    public var tag: UInt32
+    public var result: Int32
+    public init(tag: UInt32, result: Int32) {
+        self.tag = tag
+        self.result = result
+    }
+}
+
+/// Static facts about an opened image, shared by every queue of a device.
+public struct BackendGeometry: Sendable, Equatable {
+    /// Size of the image in bytes (a multiple of 512).
+    public var capacityBytes: UInt64
+    /// Writes, discards and write-zeroes must be refused.
+    public var readOnly: Bool
+    /// DISCARD can be honoured (hole punch or equivalent).
+    public var supportsDiscard: Bool
+    /// WRITE_ZEROES can be honoured.
+    public var supportsWriteZeroes: Bool
+    /// Requests must be aligned to this many bytes (512, or 4096 with O_DIRECT on 4K media).
+    public var requiredAlignment: UInt32
+
+    public init(capacityBytes: UInt64, readOnly: Bool, supportsDiscard: Bool,
+                supportsWriteZeroes: Bool, requiredAlignment: UInt32 = 512) {
+        self.capacityBytes = capacityBytes
+        self.readOnly = readOnly
+        self.supportsDiscard = supportsDiscard
+        self.supportsWriteZeroes = supportsWriteZeroes
+        self.requiredAlignment = requiredAlignment
+    }
+}
+
+/// Typed errors raised while opening or configuring a backend (never on the data path:
+/// data-path failures are negated errnos in `IOCompletion.result`).
+public enum BackendError: Error, Equatable, CustomStringConvertible {
+    case invalidSpec(String)
+    case cannotOpen(path: String, errno: Int32)
+    case wouldShrink(path: String, current: UInt64, requested: UInt64)
+    case badSize(String)
+    case engineUnavailable(engine: String, errno: Int32)
+    case io(what: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .invalidSpec(let s): return "invalid backend: \(s)"
+        case .cannotOpen(let p, let e): return "cannot open image \(p): \(String(cString: strerror(e)))"
+        case .wouldShrink(let p, let c, let r):
+            return "refusing to shrink \(p) from \(c) to \(r) bytes"
+        case .badSize(let s): return "bad size: \(s)"
+        case .engineUnavailable(let n, let e):
+            return "I/O engine \(n) unavailable: \(String(cString: strerror(e)))"
+        case .io(let w, let e): return "\(w): \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+/// One queue's private handle on a backend. Owned by exactly one queue thread,
+/// never shared. Operations are prepared, then pushed with one `submit()`,
+/// and their completions collected with `reap(into:)`. Buffers passed in
+/// (`iovecs` and the memory they point to) stay valid until the op's completion
+/// has been reaped.
+public protocol QueueBackend: AnyObject {
+    /// An fd that becomes readable when completions are waiting (an eventfd the
+    /// queue thread polls), or -1 when every completion is available right after
+    /// `submit()` returns (synchronous engines).
+    var completionFD: Int32 { get }
+    /// Ops prepared or submitted whose completion has not been reaped yet.
+    var inFlight: Int { get }
+    /// The most ops this handle accepts in flight at once.
+    var capacity: Int { get }
+
+    func prepareRead(offset: UInt64, iovecs: UnsafePointer<iovec>, count: Int, tag: UInt32)
+    func prepareWrite(offset: UInt64, iovecs: UnsafePointer<iovec>, count: Int, tag: UInt32)
+    func prepareFlush(tag: UInt32)
+    func prepareDiscard(offset: UInt64, length: UInt64, tag: UInt32)
+    func prepareWriteZeroes(offset: UInt64, length: UInt64, unmap: Bool, tag: UInt32)
+    /// Pushes everything prepared since the last call (one syscall for async engines).
+    func submit()
+    /// Copies up to `buffer.count` finished ops into `buffer` without blocking;
+    /// returns how many. Clears the readiness of `completionFD` when it drains it.
+    func reap(into buffer: UnsafeMutableBufferPointer<IOCompletion>) -> Int
+}
+
+/// Opens per-queue handles on one image. Shared (read-only) by the device.
+public protocol BlockBackendFactory: Sendable {
+    var geometry: BackendGeometry { get }
+    /// A short human description ("file:/path (uring)").
+    var summary: String { get }
+    /// A fresh handle for queue `queueIndex`, accepting `depth` ops in flight.
+    func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend
+}

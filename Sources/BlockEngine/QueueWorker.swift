@@ -1,0 +1,326 @@
+import BlockBackends
+import CVDUSE
+import Glibc
+import Logging
+import VirtioBlk
+import VirtioCore
+
+/// Settings one queue worker runs with.
+public struct QueueWorkerConfig: Sendable {
+    public var queueIndex: Int
+    public var addresses: QueueAddresses
+    public var features: UInt64
+    /// Resume point (0 for a fresh queue).
+    public var startAvail: UInt16
+    /// Spin this long on the avail index before sleeping on the kick fd.
+    public var pollMicros: Int
+
+    public init(queueIndex: Int, addresses: QueueAddresses, features: UInt64, startAvail: UInt16 = 0,
+                pollMicros: Int = 0) {
+        self.queueIndex = queueIndex
+        self.addresses = addresses
+        self.features = features
+        self.startAvail = startAvail
+        self.pollMicros = pollMicros
+    }
+}
+
+/// Serves one virtqueue on its own thread: drains every available chain,
+/// parses it, hands the whole batch to its private backend handle in one
+/// submit, reaps completions, publishes used entries and sends at most one
+/// interrupt per batch. Owns its ring state, request slots, backend handle and
+/// guest-memory view; shares nothing with other queues. Driver mistakes become
+/// status bytes; a ring it cannot trust stops the queue (NEEDS_RESET).
+public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
+    public let config: QueueWorkerConfig
+    public let control: WorkerControl
+    let memory: Memory
+    let backend: any QueueBackend
+    let parser: BlkRequestParser
+    let sink: any InterruptSink
+    let kickFD: Int32
+    let logger: Logger
+    let slots: RequestSlots
+    let completions: UnsafeMutableBufferPointer<IOCompletion>
+    let indirect: Bool
+    var queue: SplitQueue?
+    var inFlight = 0
+    var broken = false
+    /// Requests completed, for statistics (read racily by the control side).
+    public private(set) var completedRequests = 0
+
+    public init(config: QueueWorkerConfig, memory: Memory, backend: any QueueBackend,
+                parameters: BlkDeviceParameters, sink: any InterruptSink, kickFD: Int32,
+                logger: Logger) throws(EngineError) {
+        self.config = config
+        self.control = try WorkerControl()
+        control.availIndex.store(UInt32(config.startAvail), ordering: .relaxed)
+        self.memory = memory
+        self.backend = backend
+        self.parser = BlkRequestParser(parameters: parameters)
+        self.sink = sink
+        self.kickFD = kickFD
+        self.logger = logger
+        let size = Int(config.addresses.size)
+        slots = RequestSlots(count: size, segmentsPerSlot: Int(parameters.segMax) + 18)
+        completions = .allocate(capacity: max(size, 1))
+        completions.initialize(repeating: IOCompletion(tag: 0, result: 0))
+        indirect = config.features & VirtioFeature.ringIndirectDesc != 0
+    }
+
+    deinit { completions.deallocate() }
+
+    /// Starts the queue thread.
+    public func start() {
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        let box = Unmanaged.passRetained(self as AnyObject)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, &attr, { arg in
+            let obj = Unmanaged<AnyObject>.fromOpaque(arg!).takeRetainedValue()
+            (obj as! any RunnableWorker).runLoop()
+            return nil
+        }, box.toOpaque())
+        pthread_attr_destroy(&attr)
+        if rc != 0 {
+            box.release()
+            logger.error("queue \(config.queueIndex): cannot start thread (error \(rc))")
+            markBroken()
+            control.availIndex.store(UInt32(config.startAvail), ordering: .releasing)
+            control.exited.signal()
+        } else {
+            pthread_detach(tid)
+        }
+    }
+
+    func markBroken(_ error: QueueError? = nil) {
+        if let error { logger.error("queue \(config.queueIndex): \(error); device needs reset") }
+        broken = true
+        control.broken.store(true, ordering: .releasing)
+    }
+
+    // MARK: - the loop
+
+    func loop() {
+        do throws(QueueError) {
+            queue = try SplitQueue(addresses: config.addresses, memory: memory,
+                                   eventIdx: config.features & VirtioFeature.ringEventIdx != 0,
+                                   startAvail: config.startAvail)
+        } catch {
+            markBroken(error)
+        }
+        var fds: (Int32, Int32, Int32) = (control.wakeFD, kickFD, backend.completionFD)
+        var revents: (Int16, Int16, Int16) = (0, 0, 0)
+        let nfds: Int32 = backend.completionFD >= 0 ? 3 : 2
+        while true {
+            switch control.current {
+            case .run: break
+            case .pause:
+                quiesce()
+                control.parked.signal()
+                control.resumed.wait()
+                if control.current == .stop { return finish() }
+                if var q = queue, !broken {
+                    do throws(QueueError) { try q.remap(memory: memory); queue = q } catch { markBroken(error) }
+                }
+                continue
+            case .stop:
+                quiesce()
+                return finish()
+            }
+
+            let worked = broken ? false : serviceOnce()
+            if worked { continue }
+            if !broken, config.pollMicros > 0, spin() { continue }
+            if !broken, var q = queue {
+                do throws(QueueError) {
+                    let more = try q.enableNotifications()
+                    queue = q
+                    if more { continue }
+                } catch { markBroken(error) }
+            }
+            let n = withUnsafeMutablePointer(to: &fds) { fp in
+                withUnsafeMutablePointer(to: &revents) { rp in
+                    vb_poll_in(UnsafeRawPointer(fp).assumingMemoryBound(to: Int32.self),
+                               UnsafeMutableRawPointer(rp).assumingMemoryBound(to: Int16.self), nfds, -1)
+                }
+            }
+            if n < 0 && n != -EINTR {
+                logger.error("queue \(config.queueIndex): poll failed: \(String(cString: strerror(-n)))")
+                markBroken()
+            }
+            if revents.0 != 0 { drainEventFD(control.wakeFD) }
+            if revents.1 != 0 { drainEventFD(kickFD) }
+            if !broken, var q = queue { q.disableNotifications(); queue = q }
+        }
+    }
+
+    func finish() {
+        control.availIndex.store(UInt32(queue?.lastAvailIdx ?? config.startAvail), ordering: .releasing)
+        control.exited.signal()
+    }
+
+    /// One pass: consume, submit, reap, publish, notify. True if anything moved.
+    func serviceOnce() -> Bool {
+        let consumed = consumeAvailable()
+        let reaped = reap()
+        publishAndNotify()
+        return consumed + reaped > 0
+    }
+
+    /// Busy-polls the avail index for up to `pollMicros`; true if work arrived.
+    func spin() -> Bool {
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        let limit = Int64(config.pollMicros) * 1000
+        while true {
+            if let q = queue, (try? q.pendingCount()) ?? 1 > 0 { return true }
+            if inFlight > 0, backend.completionFD < 0 { return true }
+            if inFlight > 0, reap() > 0 { publishAndNotify(); return true }
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            if Int64(now.tv_sec - start.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec - start.tv_nsec) > limit {
+                return false
+            }
+        }
+    }
+
+    /// Takes every available chain, parses it and prepares backend ops; one submit at the end.
+    func consumeAvailable() -> Int {
+        guard var q = queue else { return 0 }
+        var consumed = 0
+        var prepared = 0
+        defer { queue = q }
+        do throws(QueueError) {
+            while true {
+                let pending = try q.pendingCount()
+                if pending == 0 { break }
+                for _ in 0..<pending {
+                    let head = try q.popHead()
+                    consumed += 1
+                    let slot = slots.slots + Int(head)
+                    guard !slot.pointee.busy else { throw .headInFlight(head) }
+                    try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
+                                                   memory: memory, indirectAllowed: indirect,
+                                                   into: &slot.pointee.segments)
+                    slot.pointee.request = parser.parse(&slot.pointee.segments)
+                    if dispatch(slot: slot, tag: UInt32(head)) {
+                        prepared += 1
+                    } else {
+                        complete(head: head, slot: slot, result: 0, queue: &q)
+                    }
+                }
+            }
+        } catch {
+            markBroken(error)
+        }
+        if prepared > 0 { backend.submit() }
+        if consumed > 0 { control.availIndex.store(UInt32(q.lastAvailIdx), ordering: .releasing) }
+        return consumed
+    }
+
+    /// Prepares the backend op for a parsed request; false if it completes at once.
+    func dispatch(slot: UnsafeMutablePointer<RequestSlot>, tag: UInt32) -> Bool {
+        let iov = slot.pointee.segments.storage
+        switch slot.pointee.request.operation {
+        case .read(let offset, let start, let count, let bytes):
+            if bytes == 0 { return false }
+            backend.prepareRead(offset: offset, iovecs: iov + start, count: count, tag: tag)
+        case .write(let offset, let start, let count, let bytes):
+            if bytes == 0 { return false }
+            backend.prepareWrite(offset: offset, iovecs: iov + start, count: count, tag: tag)
+        case .flush:
+            backend.prepareFlush(tag: tag)
+        case .discard(let offset, let length):
+            backend.prepareDiscard(offset: offset, length: length, tag: tag)
+        case .writeZeroes(let offset, let length, let unmap):
+            backend.prepareWriteZeroes(offset: offset, length: length, unmap: unmap, tag: tag)
+        case .getID, .fail:
+            return false
+        }
+        slot.pointee.busy = true
+        inFlight += 1
+        return true
+    }
+
+    /// Writes the status byte and the used element for a finished request.
+    func complete(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, result: Int32, queue q: inout SplitQueue) {
+        let request = slot.pointee.request
+        var status = BlkStatus.ok
+        var written = request.writtenOnSuccess
+        switch request.operation {
+        case .fail(let s):
+            status = s
+            written = request.status == nil ? 0 : 1
+        case .read(_, _, _, let bytes), .write(_, _, _, let bytes):
+            if bytes > 0 && Int64(result) != Int64(bytes) { status = BlkStatus.ioError }
+        default:
+            if result < 0 { status = BlkStatus.ioError }
+        }
+        if let p = request.status { p.pointee = status } else { written = 0 }
+        q.addUsed(head: head, length: written)
+        completedRequests &+= 1
+    }
+
+    /// Collects finished backend ops and completes their requests.
+    func reap() -> Int {
+        guard inFlight > 0, var q = queue else { return 0 }
+        var total = 0
+        while true {
+            let n = backend.reap(into: completions)
+            if n == 0 { break }
+            for i in 0..<n {
+                let c = completions[i]
+                let head = UInt16(truncatingIfNeeded: c.tag)
+                guard Int(head) < slots.count else { continue }
+                let slot = slots.slots + Int(head)
+                guard slot.pointee.busy else { continue }
+                slot.pointee.busy = false
+                inFlight -= 1
+                complete(head: head, slot: slot, result: c.result, queue: &q)
+            }
+            total += n
+            if n < completions.count { break }
+        }
+        queue = q
+        return total
+    }
+
+    func publishAndNotify() {
+        guard var q = queue else { return }
+        if q.publishUsed(), q.shouldInterrupt() {
+            _ = sink.interrupt(queue: config.queueIndex)
+        }
+        queue = q
+    }
+
+    /// Waits until every in-flight op has completed and been published.
+    func quiesce() {
+        while inFlight > 0 {
+            if reap() == 0 {
+                let fd = backend.completionFD
+                if fd >= 0 {
+                    var f = fd
+                    var r: Int16 = 0
+                    _ = vb_poll_in(&f, &r, 1, 100)
+                }
+            }
+            publishAndNotify()
+        }
+        publishAndNotify()
+    }
+
+    func drainEventFD(_ fd: Int32) {
+        var value: UInt64 = 0
+        _ = read(fd, &value, 8)
+    }
+}
+
+/// Type-erased entry point for the thread trampoline.
+protocol RunnableWorker: AnyObject {
+    func runLoop()
+}
+
+extension QueueWorker: RunnableWorker {
+    func runLoop() { loop() }
+}

@@ -1,0 +1,101 @@
+/*
+ * CAsyncIO - thin C shims over liburing and libaio for vduse-blk's block
+ * backends, plus the few block-device ioctls and fd helpers Swift cannot
+ * call directly. No logic: each function is one library call or syscall,
+ * returning -errno on failure.
+ *
+ * <liburing.h> and <libaio.h> are deliberately NOT included here (their
+ * headers clash with SwiftGlibc's module); the rings live behind opaque
+ * pointers allocated in C.
+ */
+#ifndef VB_CASYNCIO_H
+#define VB_CASYNCIO_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/uio.h>
+
+/* fallocate(2) modes, identical to <linux/falloc.h> (checked in the .c). */
+enum {
+    VB_FALLOC_KEEP_SIZE = 0x01,
+    VB_FALLOC_PUNCH_HOLE = 0x02,
+    VB_FALLOC_ZERO_RANGE = 0x10,
+};
+
+/* io_uring_setup flags we may ask for (identical to the uapi values). */
+enum {
+    VB_URING_SETUP_SUBMIT_ALL = 1u << 7,
+};
+
+/* ---- io_uring ----------------------------------------------------------- */
+struct vb_uring;
+
+/* io_uring_queue_init(entries, flags). NULL with *err = -errno on failure. */
+struct vb_uring *vb_uring_create(unsigned entries, unsigned flags, int *err);
+/* io_uring_queue_exit + free. */
+void vb_uring_destroy(struct vb_uring *r);
+int vb_uring_register_eventfd(struct vb_uring *r, int efd);
+/* io_uring_register_files(&fd, 1): afterwards, index 0 with fixed = 1 names fd. */
+int vb_uring_register_file(struct vb_uring *r, int fd);
+
+/* Each prep returns 0, or -EBUSY when the SQ is full. fixed != 0 sets
+ * IOSQE_FIXED_FILE (fd is then an index into the registered files). */
+int vb_uring_prep_readv(struct vb_uring *r, int fd, int fixed, const struct iovec *iov,
+                        unsigned nr_iov, uint64_t offset, uint64_t user_data);
+int vb_uring_prep_writev(struct vb_uring *r, int fd, int fixed, const struct iovec *iov,
+                         unsigned nr_iov, uint64_t offset, uint64_t user_data);
+/* datasync != 0: IORING_FSYNC_DATASYNC. */
+int vb_uring_prep_fsync(struct vb_uring *r, int fd, int fixed, int datasync, uint64_t user_data);
+int vb_uring_prep_fallocate(struct vb_uring *r, int fd, int fixed, int mode, uint64_t offset,
+                            uint64_t length, uint64_t user_data);
+
+/* io_uring_submit: number of SQEs submitted, or -errno. */
+int vb_uring_submit(struct vb_uring *r);
+/* io_uring_submit_and_wait(wait_nr). */
+int vb_uring_submit_and_wait(struct vb_uring *r, unsigned wait_nr);
+/* SQEs prepared but not yet consumed by the kernel. */
+unsigned vb_uring_sq_ready(struct vb_uring *r);
+/* CQEs waiting in the completion ring. */
+unsigned vb_uring_cq_ready(struct vb_uring *r);
+/* Copies up to max CQEs' (user_data, res) out and advances the CQ; returns the count. */
+unsigned vb_uring_reap(struct vb_uring *r, uint64_t *user_data, int32_t *res, unsigned max);
+
+/* ---- Linux AIO (libaio) ------------------------------------------------- */
+struct vb_aio;
+
+/* io_setup(max_events) plus `slots` iocbs and a pointer array for io_submit.
+ * NULL with *err = -errno on failure. */
+struct vb_aio *vb_aio_create(unsigned max_events, unsigned slots, int *err);
+/* io_destroy (waits for outstanding iocbs) + free. */
+void vb_aio_destroy(struct vb_aio *a);
+/* Prepare iocb[slot]; data is returned in the event. eventfd < 0: none. */
+void vb_aio_prep_preadv(struct vb_aio *a, unsigned slot, int fd, const struct iovec *iov,
+                        int nr_iov, uint64_t offset, int eventfd, uint64_t data);
+void vb_aio_prep_pwritev(struct vb_aio *a, unsigned slot, int fd, const struct iovec *iov,
+                         int nr_iov, uint64_t offset, int eventfd, uint64_t data);
+void vb_aio_prep_fdsync(struct vb_aio *a, unsigned slot, int fd, int eventfd, uint64_t data);
+/* io_submit of iocb[slots[0..n)]: number accepted, or -errno for slots[0]. */
+int vb_aio_submit(struct vb_aio *a, const uint32_t *slots, unsigned n);
+/* io_getevents(0, max, zero timeout): count, or -errno; (data, res) out. */
+int vb_aio_getevents(struct vb_aio *a, uint64_t *data, int64_t *res, unsigned max);
+
+/* ---- fd helpers --------------------------------------------------------- */
+/* eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): fd, or -errno. */
+int vb_io_eventfd_create(void);
+/* Nonblocking read of the counter: 1 if it was readable, 0 if not, or -errno. */
+int vb_io_eventfd_drain(int fd);
+/* Adds 1 to the counter: 0, or -errno. */
+int vb_io_eventfd_signal(int fd);
+/* fallocate(2): 0, or -errno. */
+int vb_io_fallocate(int fd, int mode, uint64_t offset, uint64_t length);
+/* ioctl(BLKGETSIZE64): 0, or -errno. */
+int vb_io_blk_getsize64(int fd, uint64_t *bytes);
+/* ioctl(BLKSSZGET), the logical block size: 0, or -errno. */
+int vb_io_blk_logical_block_size(int fd, uint32_t *bytes);
+/* statx(STATX_DIOALIGN): 0 with the alignments (0 when the file system does not
+ * report them), or -errno. */
+int vb_io_statx_dio_align(int fd, uint32_t *mem_align, uint32_t *offset_align);
+/* O_DIRECT, for open(2). */
+int vb_io_o_direct(void);
+
+#endif

@@ -1,0 +1,155 @@
+import ArgumentParser
+import BlockBackends
+import Glibc
+import Logging
+import VDUSEDevice
+import VirtioBlk
+
+/// `vduse-blk create`: builds the device from validated options and serves it
+/// in the foreground until SIGINT/SIGTERM.
+struct CreateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Create a virtio-blk device and serve it in the foreground.")
+
+    @Argument(help: "Device name (also the vdpa device name).")
+    var name: String
+
+    @Option(help: "Storage backend: file:PATH (a raw image file or a block device).")
+    var backend: String
+
+    @Option(help: "Image size (e.g. 256M, 10G): creates a sparse file if missing, grows a smaller one.")
+    var size: String?
+
+    @Option(help: "Number of virtqueues (1-16; default: number of CPUs, at most 16).")
+    var queues: Int?
+
+    @Option(name: .customLong("queue-size"), help: "Entries per virtqueue (power of two, 2-1024).")
+    var queueSize: Int = 256
+
+    @Option(name: .customLong("block-size"), help: "Logical block size: 512 or 4096.")
+    var blockSize: UInt32 = 512
+
+    @Flag(help: "Expose the device read-only.")
+    var readonly = false
+
+    @Option(help: "Serial number returned by GET_ID (up to 20 ASCII characters).")
+    var serial: String?
+
+    @Option(help: "File I/O engine: uring, aio or sync.")
+    var engine: String = "uring"
+
+    @Flag(help: "Open the image with O_DIRECT.")
+    var direct = false
+
+    @Option(name: .customLong("poll-us"), help: "Busy-poll each queue this many microseconds before sleeping.")
+    var pollMicros: Int = 0
+
+    @Flag(help: "Bind the device with `vdpa dev add` once ready, unbind on exit.")
+    var attach = false
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
+        if let q = queues, !(1...16).contains(q) { throw ValidationError("--queues must be 1-16") }
+        guard (2...1024).contains(queueSize), queueSize & (queueSize - 1) == 0 else {
+            throw ValidationError("--queue-size must be a power of two from 2 to 1024")
+        }
+        guard blockSize == 512 || blockSize == 4096 else { throw ValidationError("--block-size must be 512 or 4096") }
+        if let s = serial {
+            guard s.utf8.count <= 20, s.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) else {
+                throw ValidationError("--serial must be at most 20 printable ASCII characters")
+            }
+        }
+        guard FileEngine(rawValue: engine) != nil else { throw ValidationError("--engine must be uring, aio or sync") }
+        guard (0...1_000_000).contains(pollMicros) else { throw ValidationError("--poll-us must be 0-1000000") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "vduse-blk")
+        do {
+            try serve(logger: logger)
+        } catch let e as CLIFailure {
+            printError(e.message)
+            throw ExitCode.failure
+        }
+    }
+
+    func serve(logger: Logger) throws {
+        // Signals are taken synchronously by this thread; block them before any thread starts.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+
+        // Fail on a missing VDUSE before touching (or creating) the image.
+        do { _ = try VDUSEControl() } catch { throw CLIFailure(message: error.description) }
+
+        let factory: any BlockBackendFactory
+        let parameters: BlkDeviceParameters
+        do throws(BackendError) {
+            let spec = try BackendSpec.parse(backend)
+            let sizeBytes = try size.map { s throws(BackendError) in try ByteSize.parse(s) }
+            if let b = sizeBytes, b == 0 || b % UInt64(blockSize) != 0 {
+                throw BackendError.badSize("--size must be a positive multiple of the block size \(blockSize)")
+            }
+            switch spec {
+            case .file(let path):
+                factory = try FileBackendFactory(path: path, size: sizeBytes, readOnly: readonly, direct: direct,
+                                                 engine: FileEngine(rawValue: engine)!)
+            }
+            let g = factory.geometry
+            guard g.capacityBytes >= UInt64(blockSize) else {
+                throw BackendError.badSize("image is smaller than one block")
+            }
+            let nq = queues ?? min(16, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+            parameters = BlkDeviceParameters(
+                capacityBytes: g.capacityBytes / UInt64(blockSize) * UInt64(blockSize), blockSize: blockSize,
+                readOnly: readonly || g.readOnly, serial: serial ?? name, numQueues: UInt16(nq),
+                queueSize: UInt16(queueSize), discard: g.supportsDiscard, writeZeroes: g.supportsWriteZeroes,
+                requiredAlignment: max(g.requiredAlignment, blockSize))
+        } catch {
+            throw CLIFailure(message: error.description)
+        }
+
+        let device: VDUSEBlockDevice
+        do {
+            device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
+                                          pollMicros: pollMicros, logger: logger)
+            try device.create()
+        } catch {
+            throw CLIFailure(message: error.description)
+        }
+        if attach {
+            do { try device.attach() } catch {
+                device.shutdown()
+                throw CLIFailure(message: error.description)
+            }
+        }
+        var sig: Int32 = 0
+        sigwait(&set, &sig)
+        logger.info("signal \(sig): shutting down")
+        device.shutdown()
+    }
+}
+
+/// A user-facing failure: printed as one line, exit status 1.
+struct CLIFailure: Error {
+    var message: String
+}
+
+/// Writes one line to standard error.
+func printError(_ message: String) {
+    let line = "vduse-blk: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}

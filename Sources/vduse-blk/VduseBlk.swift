@@ -1,0 +1,10 @@
+import ArgumentParser
+
+/// The `vduse-blk` command: create, list and destroy VDUSE virtio-blk devices.
+@main
+struct VduseBlk: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vduse-blk",
+        abstract: "A userspace virtio-blk device served through VDUSE.",
+        subcommands: [CreateCommand.self, ListCommand.self, DestroyCommand.self])
+}
