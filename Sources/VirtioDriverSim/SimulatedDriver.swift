@@ -19,6 +19,11 @@ public struct SimBuffer: Equatable {
 public struct SimUsed: Equatable {
     public var head: UInt16
     public var length: UInt32
+
+    public init(head: UInt16, length: UInt32) {
+        self.head = head
+        self.length = length
+    }
 }
 
 /// The driver side of one split virtqueue in simulated guest memory: it owns

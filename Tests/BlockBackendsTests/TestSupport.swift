@@ -8,6 +8,7 @@ final class TempDir {
     let path: String
 
     init(parent: String = NSTemporaryDirectory()) throws {
+        let parent = parent.hasSuffix("/") ? String(parent.dropLast()) : parent
         var template = Array((parent + "/vb-backends-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else {
             throw NSError(domain: NSPOSIXErrorDomain, code: Int(errno))
@@ -130,5 +131,5 @@ func fileBytes(_ path: String, offset: Int, count: Int) -> [UInt8] {
 
 /// Writes a file of `bytes` (creating or replacing it).
 func writeFile(_ path: String, _ bytes: [UInt8]) {
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
 }
