@@ -49,7 +49,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftGnu),
-        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim"],
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim", "BlockBackends"],
                     swiftSettings: swiftGnu),
         .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends"], swiftSettings: swiftGnu),
         .testTarget(name: "BlockEngineTests", dependencies: [

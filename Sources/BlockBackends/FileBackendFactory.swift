@@ -11,8 +11,11 @@ public enum FileEngine: String, Sendable, CaseIterable {
 /// when asked, creates or grows) the image; every queue then opens its own fd
 /// and its own ring or AIO context, so queues share nothing but the geometry.
 public struct FileBackendFactory: BlockBackendFactory {
+    /// The image file or block device.
     public let path: String
+    /// How every queue moves its data.
     public let engine: FileEngine
+    /// Queues open the image with O_DIRECT.
     public let direct: Bool
     public let geometry: BackendGeometry
     /// The image is a block device (rather than a regular file).
