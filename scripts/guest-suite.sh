@@ -262,7 +262,7 @@ fio_verify() {
   # terse v3: 5 error, 6 read KiB, 8 read IOPS, 47 write KiB, 49 write IOPS
   bad=$(awk -F';' '/^3;/ && ($5 != 0 || $6 == 0 || $47 == 0)' <<<"$out")
   if ((rc == 0 && jobs > 0)) && [[ -z $bad ]]; then
-    ok "$label ($(awk -F';' '/^3;/{w += $49; r += $8; kb += $47} END {printf "%d jobs, %.0f MiB, write %.0f IOPS, verify-read %.0f IOPS", NR, kb/1024, w, r}' <<<"$out"))"
+    ok "$label ($(awk -F';' '/^3;/{n++; w += $49; r += $8; kb += $47} END {printf "%d jobs, %.0f MiB, write %.0f IOPS, verify-read %.0f IOPS", n, kb/1024, w, r}' <<<"$out"))"
   else
     notok "$label" "fio exit status $rc, $jobs terse lines" "bad jobs: $bad" "$(tail -n 15 "$W/fio.err")" "$(logtail "${CUR:-}")"
     return 1

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# setup-host.sh - install what a fresh Debian 12 machine lacks to build and test
+# vduse-blk (needs root and apt). The guest kernel and virtme-ng are fetched by
+# scripts/run-in-guest.sh on first use and cached.
+set -euo pipefail
+pkgs=(liburing-dev libaio-dev libzstd-dev zstd fio e2fsprogs util-linux iproute2 kmod
+      qemu-system-x86 qemu-system-common busybox-static xz-utils file python3-venv gnuplot-nox)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup-host: installing ${missing[*]}" >&2
+  apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+command -v swift >/dev/null || { echo "setup-host: swift (6.x) is not on PATH" >&2; exit 1; }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# test.sh - every test: release build (no warnings allowed), the unit and
+# simulated-driver suite (swift test), then the end-to-end suite against the
+# real kernel inside a QEMU guest (scripts/guest-suite.sh).
+#   VDUSE_SKIP_GUEST=1  skip the guest suite (unit tests only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-host.sh
+
+echo "== release build"
+log=$(mktemp)
+swift build -c release 2>&1 | tee "$log" | tail -n 3
+if grep -E '(warning|error):' "$log" | grep -v 'Source files for' | grep -q .; then
+  echo "release build has warnings or errors:"; grep -E '(warning|error):' "$log" | sort -u; exit 1
+fi
+rm -f "$log"
+
+echo "== unit and simulated-driver tests"
+swift test --disable-swift-testing 2>&1 | tail -n 40
+
+if [[ ${VDUSE_SKIP_GUEST:-0} != 1 ]]; then
+  echo "== end-to-end suite in the guest"
+  bash scripts/guest-suite.sh
+fi
