@@ -30,6 +30,10 @@ let package = Package(
             "CAsyncIO", "CVDUSE",
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftGnu),
+        // libzstd (Debian libzstd-dev).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
+        // zstd seekable images: format, packer, verifier, and the compressed backend with its overlay.
+        .target(name: "ZstdImage", dependencies: ["CZstd", "BlockBackends"], swiftSettings: swiftGnu),
         // Per-queue workers: drain, parse, submit, reap, publish, notify.
         .target(name: "BlockEngine", dependencies: [
             "VirtioCore", "VirtioBlk", "BlockBackends", "CVDUSE",
@@ -45,13 +49,14 @@ let package = Package(
         .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "CVDUSE"],
                 swiftSettings: swiftGnu),
         .executableTarget(name: "vduse-blk", dependencies: [
-            "VDUSEDevice", "BlockBackends", "VirtioBlk",
+            "VDUSEDevice", "BlockBackends", "VirtioBlk", "ZstdImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftGnu),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim", "BlockBackends"],
                     swiftSettings: swiftGnu),
         .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends"], swiftSettings: swiftGnu),
+        .testTarget(name: "ZstdImageTests", dependencies: ["ZstdImage", "BlockBackends"], swiftSettings: swiftGnu),
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice",
         ], swiftSettings: swiftGnu),

@@ -1,0 +1,1 @@
+// placeholder: the zstd seekable image format and backend live here
