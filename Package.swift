@@ -53,6 +53,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftGnu),
+        // Benchmarks: allocation counter (interposes malloc) and the engine-alone benchmark.
+        .target(name: "CMallocCounter"),
+        .executableTarget(name: "engine-bench", dependencies: [
+            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "CMallocCounter", "CVDUSE",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftGnu),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim", "BlockBackends"],
                     swiftSettings: swiftGnu),
         .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends"], swiftSettings: swiftGnu),

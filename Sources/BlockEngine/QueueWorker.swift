@@ -102,6 +102,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     // MARK: - the loop
 
     func loop() {
+        _ = "vq-\(config.queueIndex)".withCString { pthread_setname_np(pthread_self(), $0) }
         do throws(QueueError) {
             queue = try SplitQueue(addresses: config.addresses, memory: memory,
                                    eventIdx: config.features & VirtioFeature.ringEventIdx != 0,

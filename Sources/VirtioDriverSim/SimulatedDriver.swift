@@ -205,3 +205,19 @@ public final class SimulatedDriver: @unchecked Sendable {
         return got
     }
 }
+
+extension SimulatedDriver {
+    /// Makes an already-built chain available again (benchmarks reuse chains
+    /// whose descriptors never change). No allocation.
+    public func resubmit(head: UInt16) { stage(head: head) }
+
+    /// Reads new used elements without touching the free list (for chains
+    /// recycled with `resubmit`); returns how many arrived. No allocation.
+    @inline(__always)
+    public func reapRecycled() -> Int {
+        let idx = usedIndex
+        let n = Int(idx &- lastUsedSeen)
+        lastUsedSeen = idx
+        return n
+    }
+}

@@ -1,0 +1,209 @@
+// engine-bench: the queue engine alone, no kernel. Simulated drivers (one
+// thread per queue) keep `batch` requests in flight against real QueueWorker
+// threads over a null backend or a file backend on tmpfs, and the benchmark
+// reports requests/s, requests per CPU-second of the queue threads, and heap
+// allocations per request (malloc is interposed by CMallocCounter).
+import BlockBackends
+import BlockEngine
+import CMallocCounter
+import CVDUSE
+import Foundation
+import Logging
+import VirtioBlk
+import VirtioCore
+import VirtioDriverSim
+
+struct Scenario {
+    var backend: String
+    var requestSize: Int
+    var batch: Int
+    var queues: Int
+    var write: Bool
+    var label: String {
+        "\(backend) \(write ? "write" : "read") \(requestSize / 1024)k batch=\(batch) queues=\(queues)"
+    }
+}
+
+struct Result: Codable {
+    var scenario: String
+    var requests: Int
+    var seconds: Double
+    var requestsPerSecond: Double
+    var queueThreadCPUSeconds: Double
+    var requestsPerQueueCPUSecond: Double
+    var allocationsPerRequest: Double
+}
+
+/// CPU seconds used so far by the threads named vq-*.
+func queueThreadCPU() -> Double {
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    var total = 0.0
+    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return 0 }
+    for t in tasks {
+        guard let comm = try? String(contentsOfFile: "/proc/self/task/\(t)/comm", encoding: .utf8),
+              comm.hasPrefix("vq-"),
+              let stat = try? String(contentsOfFile: "/proc/self/task/\(t)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { continue }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is state (field 3); utime, stime are fields 14 and 15.
+        if fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) { total += (u + s) / ticks }
+    }
+    return total
+}
+
+/// One queue's driver: prebuilt chains, resubmitted in batches.
+final class QueueDriver: @unchecked Sendable {
+    let driver: SimulatedDriver
+    var heads: [UInt16] = []
+    var completed = 0
+
+    init(memory: SimulatedGuestMemory, queueSize: UInt16, scenario s: Scenario, queueIndex: Int) {
+        driver = SimulatedDriver(memory: memory, size: queueSize, eventIdx: true)
+        let builder = BlkRequestBuilder(driver: driver)
+        for i in 0..<s.batch {
+            let sector = UInt64((queueIndex * s.batch + i) * s.requestSize / 512) % (200 << 11)
+            let r = s.write ? builder.write(sector: sector, bytes: [UInt8](repeating: 0xa5, count: s.requestSize))
+                : builder.read(sector: sector, length: UInt32(s.requestSize))
+            heads.append(r!.head)
+        }
+        // The builder published them once; take them back so the loop starts clean.
+        driver.kick(force: true)
+    }
+
+    func warmAndDrain() {
+        var got = 0
+        while got < heads.count { got += driver.reapRecycled(); sched_yield() }
+    }
+
+    /// Keeps the batch in flight until `deadline` (CLOCK_MONOTONIC ns).
+    func run(until deadline: UInt64) {
+        let batch = heads.count
+        while monotonicNanos() < deadline {
+            for h in heads { driver.resubmit(head: h) }
+            driver.requestInterrupt(afterUsed: UInt16(batch - 1))
+            driver.publish()
+            driver.kick()
+            var got = 0
+            var spins = 0
+            while got < batch {
+                let n = driver.reapRecycled()
+                got += n
+                if n == 0 { spins += 1; if spins & 63 == 0 { sched_yield() } }
+            }
+            completed += batch
+        }
+    }
+}
+
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+func run(_ s: Scenario, seconds: Double) throws -> Result {
+    let capacity: UInt64 = 256 << 20
+    let factory: any BlockBackendFactory
+    let path = "/dev/shm/vduse-engine-bench.img"
+    if s.backend == "null" {
+        factory = try NullBackendFactory(capacityBytes: capacity)
+    } else {
+        factory = try FileBackendFactory(path: path, size: capacity, engine: FileEngine(rawValue: s.backend) ?? .uring)
+    }
+    defer { if s.backend != "null" { unlink(path) } }
+    let queueSize: UInt16 = 256
+    let memory = SimulatedGuestMemory(iova: 0x1_0000_0000, size: UInt64(s.queues) * UInt64(s.batch * (s.requestSize + 64) + 65536) + (1 << 20))
+    let drivers = (0..<s.queues).map { QueueDriver(memory: memory, queueSize: queueSize, scenario: s, queueIndex: $0) }
+    let params = BlkDeviceParameters(capacityBytes: capacity, numQueues: UInt16(s.queues), queueSize: queueSize)
+    let sink = CountingInterruptSink(queues: s.queues)
+    var logger = Logger(label: "bench")
+    logger.logLevel = .error
+    var workers: [QueueWorker<SimulatedGuestMemory>] = []
+    for q in 0..<s.queues {
+        let w = try QueueWorker(config: QueueWorkerConfig(queueIndex: q, addresses: drivers[q].driver.addresses,
+                                                          features: params.offeredFeatures),
+                                memory: memory, backend: try factory.makeQueueBackend(queueIndex: q, depth: Int(queueSize)),
+                                parameters: params, sink: sink, kickFD: drivers[q].driver.kickFD, logger: logger)
+        workers.append(w)
+        w.start()
+    }
+    for d in drivers { d.warmAndDrain() }
+
+    // Warm-up, then the measured window.
+    func window(_ secs: Double) -> (Int, Double, Double, UInt64) {
+        for d in drivers { d.completed = 0 }
+        let cpu0 = queueThreadCPU()
+        let allocs0 = vb_malloc_count()
+        let t0 = monotonicNanos()
+        let deadline = t0 + UInt64(secs * 1e9)
+        let done = DispatchGroup()
+        for d in drivers {
+            done.enter()
+            Thread { d.run(until: deadline); done.leave() }.start()
+        }
+        done.wait()
+        let t1 = monotonicNanos()
+        let allocs = vb_malloc_count() - allocs0
+        let cpu = queueThreadCPU() - cpu0
+        return (drivers.reduce(0) { $0 + $1.completed }, Double(t1 - t0) / 1e9, cpu, allocs)
+    }
+    _ = window(0.3)
+    let (n, secs, cpu, allocs) = window(seconds)
+    for w in workers { w.control.stop() }
+    return Result(scenario: s.label, requests: n, seconds: secs, requestsPerSecond: Double(n) / secs,
+                  queueThreadCPUSeconds: cpu, requestsPerQueueCPUSecond: cpu > 0 ? Double(n) / cpu : 0,
+                  allocationsPerRequest: Double(allocs) / Double(max(n, 1)))
+}
+
+// MARK: - main
+
+var seconds = 2.0
+var jsonPath: String?
+var filter: String?
+var args = CommandLine.arguments.dropFirst()
+while let a = args.popFirst() {
+    switch a {
+    case "--seconds": seconds = Double(args.popFirst() ?? "") ?? seconds
+    case "--json": jsonPath = args.popFirst()
+    case "--only": filter = args.popFirst()
+    default:
+        print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING]")
+        exit(2)
+    }
+}
+
+var scenarios: [Scenario] = []
+for backend in ["null", "uring"] {
+    for size in [4096, 65536] {
+        for batch in [1, 32] {
+            for queues in [1, 4] {
+                scenarios.append(Scenario(backend: backend, requestSize: size, batch: batch, queues: queues, write: false))
+            }
+        }
+    }
+}
+scenarios.append(Scenario(backend: "uring", requestSize: 4096, batch: 32, queues: 1, write: true))
+if let f = filter { scenarios = scenarios.filter { $0.label.contains(f) } }
+
+func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
+    let fill = String(repeating: " ", count: max(0, n - s.count))
+    return left ? s + fill : fill + s
+}
+print(pad("scenario", 44, left: true) + " " + pad("req/s", 12) + " " + pad("req/queue-cpu-s", 15) + " " + pad("allocs/req", 12))
+var results: [Result] = []
+for s in scenarios {
+    do {
+        let r = try run(s, seconds: seconds)
+        results.append(r)
+        print(pad(r.scenario, 44, left: true) + " " + pad(String(format: "%.0f", r.requestsPerSecond), 12) + " "
+              + pad(String(format: "%.0f", r.requestsPerQueueCPUSecond), 15) + " "
+              + pad(String(format: "%.4f", r.allocationsPerRequest), 12))
+    } catch {
+        print("\(s.label): failed: \(error)")
+    }
+}
+if let p = jsonPath {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try enc.encode(results).write(to: URL(fileURLWithPath: p))
+}
