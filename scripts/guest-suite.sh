@@ -120,6 +120,7 @@ T0=$SECONDS
 section() { note "[$((SECONDS - T0)) s] == $*"; }
 
 declare -A DPID=() DLOG=() DDEV=()
+SEQ=0
 running() { [[ -n ${DPID[$1]:-} ]] && kill -0 "${DPID[$1]}" 2>/dev/null; }
 logtail() { [[ -f ${DLOG[$1]:-} ]] && { echo "daemon stderr (${DLOG[$1]##*/}, last 25 lines):"; tail -n 25 "${DLOG[$1]}"; }; }
 dmesgtail() { echo "dmesg (last 15 lines):"; dmesg | tail -n 15; }
@@ -130,7 +131,7 @@ dmesgtail() { echo "dmesg (last 15 lines):"; dmesg | tail -n 15; }
 dev_start() {
   local name=$1 img=$2 attach=1; shift 2
   case ${1:-} in --attach) shift ;; --no-attach) attach=0; shift ;; esac
-  local log=$W/$name.log serial= a prev=
+  local log=$W/$name.$((++SEQ)).log serial= a prev=
   DLOG[$name]=$log DDEV[$name]= CUR=$name
   # create the image if missing (sparse), so both peers see the asked-for size
   for a in "$@"; do [[ $prev == --size && ! -e $img ]] && truncate -s "$a" "$img"; prev=$a; done
@@ -254,8 +255,9 @@ trap cleanup EXIT
 # fio exits 0, every job reports error 0 and both wrote and read (verified) data.
 fio_verify() {
   local label=$1 dev=$2 out rc; shift 2
-  out=$(timeout -k 5 $((FIO_RUNTIME + 120)) fio --filename=/dev/"$dev" --direct=1 \
-        --verify=crc32c --verify_fatal=1 --do_verify=1 --runtime="$FIO_RUNTIME" \
+  # run in $W and without verify state files (fio writes them to its cwd)
+  out=$(cd "$W" && timeout -k 5 $((FIO_RUNTIME + 120)) fio --filename=/dev/"$dev" --direct=1 \
+        --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 --runtime="$FIO_RUNTIME" \
         --output-format=terse --terse-version=3 "$@" 2>"$W/fio.err"); rc=$?
   local jobs bad
   jobs=$(grep -c '^3;' <<<"$out")
@@ -413,9 +415,9 @@ fio_engine() {  # ENGINE: the daemon's I/O engine
     --size=64M --offset=128M --ioengine=libaio --iodepth=8
   # SIGTERM with I/O in flight
   local fpid frc t st
-  timeout -k 5 60 fio --name=load --filename=/dev/$dev --direct=1 --ioengine=libaio --rw=randrw --bs=4k \
+  (cd "$W" && exec timeout -k 5 60 fio --name=load --filename=/dev/$dev --direct=1 --ioengine=libaio --rw=randrw --bs=4k \
     --iodepth=16 --numjobs=2 --size=64M --offset_increment=64M --time_based --runtime=45 \
-    --output-format=terse --terse-version=3 >"$W/load-$eng.out" 2>"$W/load-$eng.err" &
+    --output-format=terse --terse-version=3 >"$W/load-$eng.out" 2>"$W/load-$eng.err") &
   fpid=$!
   st=$(awk '{print $1 + $5}' /sys/block/$dev/stat); sleep 4
   if ! kill -0 $fpid 2>/dev/null; then notok "engine $eng: fio load is running before SIGTERM" "$(cat "$W/load-$eng.err")"; fi

@@ -204,7 +204,13 @@ KROOT=$(kroot_of "$KVER")
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/vduse-blk-vm.XXXXXX")   # on the host fs: the guest sees it
 tpid= c1= c2=
 cleanup() {  # on an early exit (signal) stop the VM and the output relays
-  [[ -z $tpid ]] || kill -TERM "$tpid" 2>/dev/null || true
+  set +e
+  if [[ -n $tpid ]]; then  # timeout forwards TERM to its group (vng, QEMU)
+    kill -TERM "$tpid" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do kill -0 -- "-$tpid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$tpid" 2>/dev/null
+    wait "$tpid" 2>/dev/null
+  fi
   [[ -z $c1 ]] || kill "$c1" "$c2" 2>/dev/null || true
   rm -rf "$TMP"
 }
@@ -263,6 +269,9 @@ tpid=$!
 exec 5<&-
 rc=0
 while kill -0 "$tpid" 2>/dev/null; do wait "$tpid" || rc=$?; done
+# timeout made its own process group (pgid = its pid): make sure QEMU is gone too
+for ((i = 0; i < 100; i++)); do kill -0 -- "-$tpid" 2>/dev/null || break; sleep 0.1; done
+kill -KILL -- "-$tpid" 2>/dev/null || true
 tpid=
 wait "$c1" "$c2" 2>/dev/null || true
 c1= c2=

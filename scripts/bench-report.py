@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Summarise guest-bench.json: per job, the mean over rounds for each
+implementation, and the ratio vduse-blk / qemu-storage-daemon (IOPS for 4k
+jobs, bandwidth for 1 MiB jobs). Writes a gnuplot data file as well."""
+import json
+import sys
+from collections import defaultdict
+
+rows = json.load(open(sys.argv[1]))
+dat = sys.argv[2] if len(sys.argv) > 2 else None
+acc = defaultdict(list)
+for r in rows:
+    acc[(r["job"], r["impl"])].append(r)
+jobs = []
+for r in rows:
+    if r["job"] not in jobs:
+        jobs.append(r["job"])
+
+def mean(xs, k):
+    return sum(x[k] for x in xs) / len(xs) if xs else float("nan")
+
+print(f'{"job":<22}{"impl":<11}{"IOPS":>10}{"MiB/s":>9}{"mean us":>10}{"p99 us":>10}{"ratio":>8}')
+lines = []
+for job in jobs:
+    metric = "mib_s" if job.startswith("seq") else "iops"
+    q = mean(acc[(job, "qsd")], metric)
+    v = mean(acc[(job, "vduse-blk")], metric)
+    for impl in ("vduse-blk", "qsd", "null_blk"):
+        xs = acc[(job, impl)]
+        if not xs:
+            continue
+        ratio = f'{v / q:7.2f}x' if impl == "vduse-blk" and q > 0 else ""
+        print(f'{job:<22}{impl:<11}{mean(xs, "iops"):>10.0f}{mean(xs, "mib_s"):>9.1f}'
+              f'{mean(xs, "mean_us"):>10.0f}{mean(xs, "p99_us"):>10.0f}{ratio:>8}')
+    n = mean(acc[(job, "null_blk")], metric)
+    lines.append(f'"{job}" {v:.2f} {q:.2f} {n if n == n else 0:.2f}')
+if dat:
+    with open(dat, "w") as f:
+        f.write("# job vduse-blk qsd null_blk (IOPS for 4k jobs, MiB/s for 1m jobs)\n")
+        f.write("\n".join(lines) + "\n")
