@@ -9,7 +9,7 @@
 #
 #   scripts/bench-guest.sh            # host: build check, boot guest, run, render
 # Env: BENCH_RUNTIME (s per fio job, default 8), BENCH_ROUNDS (default 2),
-#      BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (1G),
+#      BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (512M),
 #      VDUSE_BLK (binary, default .build/release/vduse-blk)
 # Numbers are measured under software emulation (TCG): compare ratios only.
 set -uo pipefail
@@ -36,7 +36,7 @@ fi
 
 # ---- in the guest -----------------------------------------------------------
 RUNTIME=${BENCH_RUNTIME:-8} ROUNDS=${BENCH_ROUNDS:-2} QUEUES=${BENCH_QUEUES:-4}
-QSIZE=${BENCH_QUEUE_SIZE:-256} IMG_SIZE=${BENCH_IMG_SIZE:-1G}
+QSIZE=${BENCH_QUEUE_SIZE:-256} IMG_SIZE=${BENCH_IMG_SIZE:-512M}
 W=$(mktemp -d /dev/shm/bench.XXXXXX)
 export TMPDIR=$W
 IMG=$W/disk.img
@@ -107,7 +107,7 @@ run_jobs() {  # $1 impl label, $2 device, $3 round
     name=${spec%%:*}; args=${spec#*:}
     # shellcheck disable=SC2086
     fio --name="$name" --filename=/dev/"$2" --direct=1 --ioengine=io_uring --time_based \
-        --runtime="$RUNTIME" --ramp_time=1 --group_reporting --size=512M $args \
+        --runtime="$RUNTIME" --ramp_time=1 --group_reporting --size=256M $args \
         --output-format=json >"$W/fio.json" 2>"$W/fio.err" \
       || { echo "fio $name on $1 failed: $(cat "$W/fio.err")" >&2; continue; }
     python3 - "$1" "$name" "$3" "$W/fio.json" >>"$RAW" <<'PY'

@@ -2,8 +2,11 @@
 /// text: anything else is a clear error naming the known kinds.
 public enum BackendSpec: Equatable, Sendable {
     case file(path: String)
+    /// `zstd:IMAGE[,overlay=PATH][,cache=SIZE]`: a zstd seekable image, read-only
+    /// unless an overlay file takes the writes (paths may not contain commas).
+    case zstd(image: String, overlay: String?, cacheBytes: UInt64?)
 
-    public static let knownKinds = ["file"]
+    public static let knownKinds = ["file", "zstd"]
 
     public static func parse(_ text: String) throws(BackendError) -> BackendSpec {
         guard let colon = text.firstIndex(of: ":") else {
@@ -16,8 +19,34 @@ public enum BackendSpec: Equatable, Sendable {
             guard !rest.isEmpty else { throw .invalidSpec("file: needs a path") }
             guard !rest.utf8.contains(0) else { throw .invalidSpec("path contains a NUL byte") }
             return .file(path: rest)
+        case "zstd":
+            return try parseZstd(rest)
         default:
             throw .invalidSpec("unknown backend '\(kind)' (known: \(knownKinds.joined(separator: ", ")))")
         }
+    }
+}
+
+extension BackendSpec {
+    static func parseZstd(_ rest: String) throws(BackendError) -> BackendSpec {
+        guard !rest.utf8.contains(0) else { throw .invalidSpec("path contains a NUL byte") }
+        let parts = rest.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard let image = parts.first, !image.isEmpty else {
+            throw .invalidSpec("zstd: needs an image path, e.g. zstd:/path/disk.zst,overlay=/path/disk.overlay")
+        }
+        var overlay: String?
+        var cache: UInt64?
+        for option in parts.dropFirst() {
+            if option.hasPrefix("overlay="), overlay == nil {
+                let path = String(option.dropFirst("overlay=".count))
+                guard !path.isEmpty else { throw .invalidSpec("zstd: overlay= needs a path") }
+                overlay = path
+            } else if option.hasPrefix("cache="), cache == nil {
+                cache = try ByteSize.parse(String(option.dropFirst("cache=".count)))
+            } else {
+                throw .invalidSpec("zstd: unknown or repeated option '\(option)' (known: overlay=PATH, cache=SIZE)")
+            }
+        }
+        return .zstd(image: image, overlay: overlay, cacheBytes: cache)
     }
 }

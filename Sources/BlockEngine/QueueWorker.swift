@@ -103,13 +103,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
 
     func loop() {
         _ = "vq-\(config.queueIndex)".withCString { pthread_setname_np(pthread_self(), $0) }
-        do throws(QueueError) {
-            queue = try SplitQueue(addresses: config.addresses, memory: memory,
-                                   eventIdx: config.features & VirtioFeature.ringEventIdx != 0,
-                                   startAvail: config.startAvail)
-        } catch {
-            markBroken(error)
-        }
+        openQueue()
         var fds: (Int32, Int32, Int32) = (control.wakeFD, kickFD, backend.completionFD)
         var revents: (Int16, Int16, Int16) = (0, 0, 0)
         let nfds: Int32 = backend.completionFD >= 0 ? 3 : 2
@@ -153,6 +147,17 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
             if revents.0 != 0 { drainEventFD(control.wakeFD) }
             if revents.1 != 0 { drainEventFD(kickFD) }
             if !broken, var q = queue { q.disableNotifications(); queue = q }
+        }
+    }
+
+    /// Resolves the rings (first thing the queue thread does).
+    func openQueue() {
+        do throws(QueueError) {
+            queue = try SplitQueue(addresses: config.addresses, memory: memory,
+                                   eventIdx: config.features & VirtioFeature.ringEventIdx != 0,
+                                   startAvail: config.startAvail)
+        } catch {
+            markBroken(error)
         }
     }
 
@@ -324,4 +329,19 @@ protocol RunnableWorker: AnyObject {
 
 extension QueueWorker: RunnableWorker {
     func runLoop() { loop() }
+}
+
+// MARK: - synchronous drive (fuzzers and tests only)
+
+extension QueueWorker {
+    /// Resolves the rings as the queue thread does when it starts, but on the
+    /// caller's thread and without starting one. Then drive the worker with
+    /// `serviceOnceSynchronously()`. Never combine with `start()`.
+    @_spi(Fuzzing) public func openQueueSynchronously() { openQueue() }
+
+    /// One pass of the thread's loop body (consume, submit, reap, publish,
+    /// notify) on the caller's thread; nothing once the queue is broken.
+    /// True if anything moved. With a synchronous backend (completionFD -1)
+    /// every request consumed in the pass is completed and published by it.
+    @_spi(Fuzzing) public func serviceOnceSynchronously() -> Bool { broken ? false : serviceOnce() }
 }

@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import VDUSEDevice
 import VirtioBlk
+import ZstdImage
 
 /// `vduse-blk create`: builds the device from validated options and serves it
 /// in the foreground until SIGINT/SIGTERM.
@@ -15,7 +16,7 @@ struct CreateCommand: ParsableCommand {
     @Argument(help: "Device name (also the vdpa device name).")
     var name: String
 
-    @Option(help: "Storage backend: file:PATH (a raw image file or a block device).")
+    @Option(help: "Storage backend: file:PATH (a raw image file or a block device), or zstd:IMAGE[,overlay=PATH][,cache=SIZE].")
     var backend: String
 
     @Option(help: "Image size (e.g. 256M, 10G): creates a sparse file if missing, grows a smaller one.")
@@ -107,6 +108,11 @@ struct CreateCommand: ParsableCommand {
             case .file(let path):
                 factory = try FileBackendFactory(path: path, size: sizeBytes, readOnly: readonly, direct: direct,
                                                  engine: FileEngine(rawValue: engine)!)
+            case .zstd(let image, let overlay, let cacheBytes):
+                if sizeBytes != nil { throw BackendError.invalidSpec("--size does not apply to zstd images") }
+                let zstd = try ZstdBackendFactory.open(image: image, overlay: overlay, cacheBytes: cacheBytes)
+                if let note = zstd.recoveryNote { logger.warning("\(note)") }
+                factory = zstd
             }
             let g = factory.geometry
             guard g.capacityBytes >= UInt64(blockSize) else {

@@ -1,0 +1,73 @@
+/// Why an on-disk map slot cannot be trusted.
+struct MapSlotDamage: Error, Equatable {
+    var reason: String
+}
+
+/// The header of one allocation-map slot plus its page checksum table:
+/// magic, generation, page count, slot index, XXH64 of the table, XXH64 of
+/// the header. A value; `encode` writes it into a caller's buffer.
+struct MapSlotHeader: Equatable {
+    static let magic: [UInt8] = Array("VBZMAP01".utf8)
+    static let checkedSize = 56
+
+    var generation: UInt64
+    var slot: Int
+    /// XXH64 of each 4 KiB map page in this slot.
+    var table: [UInt64]
+
+    func encoded(region: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: region)
+        bytes.withUnsafeMutableBytes { b in
+            Self.encode(generation: generation, slot: slot, table: table, into: b.baseAddress!, region: region)
+        }
+        return bytes
+    }
+
+    /// Writes header and table into `buffer` (`region` bytes, zero-padded).
+    static func encode(generation: UInt64, slot: Int, table: [UInt64], into buffer: UnsafeMutableRawPointer,
+                       region: Int) {
+        memsetZero(buffer, region)
+        for (i, b) in magic.enumerated() { buffer.storeBytes(of: b, toByteOffset: i, as: UInt8.self) }
+        buffer.storeBytes(of: generation.littleEndian, toByteOffset: 8, as: UInt64.self)
+        buffer.storeBytes(of: UInt32(table.count).littleEndian, toByteOffset: 16, as: UInt32.self)
+        buffer.storeBytes(of: UInt32(slot).littleEndian, toByteOffset: 20, as: UInt32.self)
+        let tableStart = OverlayLayout.slotHeaderSize
+        for (i, sum) in table.enumerated() {
+            buffer.storeBytes(of: sum.littleEndian, toByteOffset: tableStart + 8 * i, as: UInt64.self)
+        }
+        let tableSum = XXH64.hash(UnsafeRawBufferPointer(start: buffer + tableStart, count: 8 * table.count))
+        buffer.storeBytes(of: tableSum.littleEndian, toByteOffset: 24, as: UInt64.self)
+        let headerSum = XXH64.hash(UnsafeRawBufferPointer(start: buffer, count: checkedSize))
+        buffer.storeBytes(of: headerSum.littleEndian, toByteOffset: checkedSize, as: UInt64.self)
+    }
+
+    /// Parses and checks a slot's header region (untrusted bytes).
+    static func decode(_ bytes: [UInt8], slot: Int, pageCount: Int) -> Result<MapSlotHeader, MapSlotDamage> {
+        guard bytes.count >= OverlayLayout.slotHeaderSize + 8 * pageCount else {
+            return .failure(MapSlotDamage(reason: "header region too short"))
+        }
+        var r = ByteReader(bytes)
+        guard r.take(8)! == magic else { return .failure(MapSlotDamage(reason: "bad magic")) }
+        let generation = r.u64()!, pages = r.u32()!, index = r.u32()!, tableSum = r.u64()!
+        var tail = ByteReader(bytes, offset: checkedSize)
+        let headerSum = tail.u64()!
+        guard headerSum == XXH64.hash(Array(bytes[0..<checkedSize])) else {
+            return .failure(MapSlotDamage(reason: "header checksum mismatch (torn write)"))
+        }
+        guard Int(pages) == pageCount, Int(index) == slot else {
+            return .failure(MapSlotDamage(reason: "header describes \(pages) pages in slot \(index)"))
+        }
+        let tableBytes = Array(bytes[OverlayLayout.slotHeaderSize..<(OverlayLayout.slotHeaderSize + 8 * pageCount)])
+        guard XXH64.hash(tableBytes) == tableSum else {
+            return .failure(MapSlotDamage(reason: "generation \(generation), page checksum table mismatch (torn write)"))
+        }
+        var t = ByteReader(tableBytes)
+        let table = (0..<pageCount).map { _ in t.u64()! }
+        return .success(MapSlotHeader(generation: generation, slot: slot, table: table))
+    }
+}
+
+@inline(__always)
+func memsetZero(_ p: UnsafeMutableRawPointer, _ count: Int) {
+    p.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+}

@@ -1,0 +1,276 @@
+import Glibc
+import Synchronization
+
+/// A writable overlay over a read-only base image: a sparse file whose data
+/// area mirrors the disk's byte offsets, plus a persisted allocation map
+/// saying which sectors the overlay holds (see docs/zstd-image-format.md).
+/// Owns the file (locked against other processes), the in-memory map, and
+/// the flush machinery.
+///
+/// Crash safety: `flush()` snapshots the changed map pages, fdatasyncs the
+/// data, then writes the snapshot into the older of two map slots (generation
+/// + 1, per-page and header checksums) and fdatasyncs again. A slot torn by a
+/// crash fails its checksums on open and the other, older slot is used.
+/// Everything below `flushLock` is guarded by it; the map is lock-free.
+final class Overlay: @unchecked Sendable {
+    let path: String
+    let file: PosixFile
+    let layout: OverlayLayout
+    let map: OverlayMap
+    /// Set on open when a damaged map slot was passed over (worth a warning).
+    let recoveryNote: String?
+    /// Data was written since the last flush.
+    let dataWritten = Atomic<Bool>(false)
+    /// Skip the final flush on deinit (tests simulating a crash).
+    let abandoned = Atomic<Bool>(false)
+
+    private let flushLock = Monitor()
+    private var generations: [UInt64]
+    /// Per slot, the XXH64 of each page as last written there.
+    private var tables: [[UInt64]]
+    private let staging: UnsafeMutableRawPointer
+    private let stagedPages: UnsafeMutablePointer<Int32>
+    private let headerBuffer: UnsafeMutableRawPointer
+    private let zeroes: UnsafeMutableRawPointer
+    static let zeroesSize = 256 << 10
+    private let punchHoleWorks = Atomic<Bool>(true)
+
+    private init(path: String, file: PosixFile, layout: OverlayLayout, map: OverlayMap,
+                 generations: [UInt64], tables: [[UInt64]], recoveryNote: String?) {
+        self.path = path
+        self.file = file
+        self.layout = layout
+        self.map = map
+        self.generations = generations
+        self.tables = tables
+        self.recoveryNote = recoveryNote
+        staging = .allocate(byteCount: max(1, layout.pageCount) * OverlayLayout.blockSize, alignment: 4096)
+        stagedPages = .allocate(capacity: max(1, layout.pageCount))
+        headerBuffer = .allocate(byteCount: layout.slotHeaderRegion, alignment: 4096)
+        zeroes = .allocate(byteCount: Self.zeroesSize, alignment: 4096)
+        memset(zeroes, 0, Self.zeroesSize)
+    }
+
+    deinit {
+        if !abandoned.load(ordering: .relaxed) { _ = flush() }
+        staging.deallocate()
+        stagedPages.deallocate()
+        headerBuffer.deallocate()
+        zeroes.deallocate()
+    }
+
+    /// Opens the overlay at `path` for `image`, creating it if missing.
+    static func open(path: String, image: SeekableImage) throws(ZstdImageError) -> Overlay {
+        if access(path, F_OK) != 0 { try create(path: path, image: image) }
+        let file = try PosixFile.open(path, flags: O_RDWR)
+        if flock(file.fd, LOCK_EX | LOCK_NB) != 0 {
+            if errno == EWOULDBLOCK { throw .overlayBusy(path: path) }
+            throw .io(what: "flock \(path)", errno: errno)
+        }
+        let size = try file.size()
+        let superblock = try OverlaySuperblock.decode(
+            try readOrCorrupt(file, count: OverlayLayout.superblockSize, at: 0, what: "superblock"), path: path)
+        let base = OverlaySuperblock.BaseIdentity(image)
+        guard superblock.base == base else {
+            throw .overlayMismatch("\(path) was made for a base of \(superblock.base); \(image.path) has \(base)")
+        }
+        let layout = superblock.layout
+        guard layout.capacity == image.logicalSize else {
+            throw .overlayMismatch("\(path) covers \(layout.capacity) bytes, the image has \(image.logicalSize)")
+        }
+        guard size >= layout.dataOffset else {
+            throw .overlayCorrupt("\(path) is \(size) bytes, its map slots end at \(layout.dataOffset)")
+        }
+        if size < layout.fileSize { try file.truncate(to: layout.fileSize) }
+
+        let map = OverlayMap(sectorCount: layout.capacity / OverlayLayout.sectorSize, pageCount: layout.pageCount)
+        let page = UnsafeMutableRawPointer.allocate(byteCount: OverlayLayout.blockSize, alignment: 4096)
+        defer { page.deallocate() }
+        var slots: [Result<MapSlotHeader, MapSlotDamage>] = []
+        for s in 0..<2 { slots.append(validateSlot(s, file: file, layout: layout, page: page)) }
+        let valid = (0..<2).compactMap { s -> (Int, MapSlotHeader)? in
+            if case .success(let h) = slots[s] { return (s, h) }
+            return nil
+        }
+        guard let chosen = valid.max(by: { $0.1.generation < $1.1.generation }) else {
+            throw .overlayCorrupt("\(path): both allocation-map slots are damaged (slot 0: \(reason(slots[0])); slot 1: \(reason(slots[1])))")
+        }
+        let other = 1 - chosen.0
+        var note: String?
+        if case .failure(let damage) = slots[other] {
+            note = "overlay \(path): map slot \(other) is damaged (\(damage.reason)), probably by a crash during a flush; "
+                + "using slot \(chosen.0), generation \(chosen.1.generation)"
+        }
+        for p in 0..<layout.pageCount {
+            try file.read(into: page, count: OverlayLayout.blockSize, at: layout.pageOffset(slot: chosen.0, page: p))
+            map.loadPage(p, from: page)
+        }
+        // Bits past the disk's end can only come from a damaged (or foreign) map.
+        guard !map.hasBitsPastEnd() else {
+            throw .overlayCorrupt("\(path): the allocation map marks sectors past the end of the disk")
+        }
+        map.markAllDirty(slot: other)
+        var generations = [UInt64](repeating: 0, count: 2)
+        generations[chosen.0] = chosen.1.generation
+        var tables = [[UInt64]](repeating: [UInt64](repeating: 0, count: layout.pageCount), count: 2)
+        tables[chosen.0] = chosen.1.table
+        return Overlay(path: path, file: file, layout: layout, map: map, generations: generations, tables: tables,
+                       recoveryNote: note)
+    }
+
+    private static func reason(_ r: Result<MapSlotHeader, MapSlotDamage>) -> String {
+        if case .failure(let d) = r { return d.reason }
+        return "intact"
+    }
+
+    private static func readOrCorrupt(_ file: PosixFile, count: Int, at offset: UInt64,
+                                      what: String) throws(ZstdImageError) -> [UInt8] {
+        do { return try file.read(count: count, at: offset) } catch {
+            if case .truncated = error { throw .overlayCorrupt("\(file.path): \(what) truncated") }
+            throw error
+        }
+    }
+
+    /// Checks slot `s` completely: header, table and every page checksum.
+    private static func validateSlot(_ s: Int, file: PosixFile, layout: OverlayLayout,
+                                     page: UnsafeMutableRawPointer) -> Result<MapSlotHeader, MapSlotDamage> {
+        let headerBytes: [UInt8]
+        do { headerBytes = try file.read(count: layout.slotHeaderRegion, at: layout.slotOffsets[s]) } catch {
+            return .failure(MapSlotDamage(reason: error.description))
+        }
+        let header: MapSlotHeader
+        switch MapSlotHeader.decode(headerBytes, slot: s, pageCount: layout.pageCount) {
+        case .success(let h): header = h
+        case .failure(let d): return .failure(d)
+        }
+        for p in 0..<layout.pageCount {
+            do {
+                try file.read(into: page, count: OverlayLayout.blockSize, at: layout.pageOffset(slot: s, page: p))
+            } catch {
+                return .failure(MapSlotDamage(reason: error.description))
+            }
+            let sum = XXH64.hash(UnsafeRawBufferPointer(start: page, count: OverlayLayout.blockSize))
+            if sum != header.table[p] {
+                return .failure(MapSlotDamage(reason: "generation \(header.generation), page \(p) fails its checksum (torn write)"))
+            }
+        }
+        return .success(header)
+    }
+
+    /// Writes a fresh overlay for `image` at `path` (via a temporary name).
+    private static func create(path: String, image: SeekableImage) throws(ZstdImageError) {
+        let layout = try OverlayLayout(capacity: image.logicalSize)
+        let superblock = OverlaySuperblock(layout: layout, base: OverlaySuperblock.BaseIdentity(image))
+        let partial = path + ".partial"
+        let file = try PosixFile.open(partial, flags: O_RDWR | O_CREAT | O_TRUNC)
+        do throws(ZstdImageError) {
+            try file.write(superblock.encoded(), at: 0)
+            try file.truncate(to: layout.fileSize)
+            let zeroPage = XXH64.hash([UInt8](repeating: 0, count: OverlayLayout.blockSize))
+            let table = [UInt64](repeating: zeroPage, count: layout.pageCount)
+            // Both slots valid from the start (the pages are holes: zeroes).
+            for s in 0..<2 {
+                let header = MapSlotHeader(generation: UInt64(1 - s), slot: s, table: table)
+                try file.write(header.encoded(region: layout.slotHeaderRegion), at: layout.slotOffsets[s])
+            }
+            try file.sync()
+            try PosixFile.rename(partial, to: path)
+            try PosixFile.syncDirectory(of: path)
+        } catch {
+            unlink(partial)
+            throw error
+        }
+    }
+
+    /// Makes every completed write durable: 0, or a negated errno.
+    func flush() -> Int32 {
+        flushLock.lock()
+        defer { flushLock.unlock() }
+        let mapChanged = map.changed.exchange(false, ordering: .acquiringAndReleasing)
+        let hadData = dataWritten.exchange(false, ordering: .acquiringAndReleasing)
+        guard mapChanged || hadData else { return 0 }
+        let target = generations[0] <= generations[1] ? 0 : 1
+        var staged = 0
+        if mapChanged {
+            // Snapshot before syncing the data: every bit in the snapshot covers
+            // data written before the fdatasync below.
+            for p in 0..<layout.pageCount where map.takeDirty(page: p, slot: target) {
+                map.copyPage(p, to: staging + staged * OverlayLayout.blockSize)
+                stagedPages[staged] = Int32(p)
+                staged += 1
+            }
+        }
+        var rc = file.syncData()
+        if rc == 0 && mapChanged {
+            rc = writeSlot(target, staged: staged)
+        }
+        if rc != 0 {
+            // Try everything again next time.
+            if mapChanged {
+                map.markAllDirty(slot: target)
+                map.changed.store(true, ordering: .releasing)
+            }
+            dataWritten.store(true, ordering: .releasing)
+        }
+        return rc
+    }
+
+    /// Writes the staged pages, then the header and table, into slot `target`, and syncs.
+    private func writeSlot(_ target: Int, staged: Int) -> Int32 {
+        for i in 0..<staged {
+            let p = Int(stagedPages[i])
+            let page = staging + i * OverlayLayout.blockSize
+            tables[target][p] = XXH64.hash(UnsafeRawBufferPointer(start: page, count: OverlayLayout.blockSize))
+            let n = file.writeFully(page, count: OverlayLayout.blockSize, at: layout.pageOffset(slot: target, page: p))
+            if n < 0 { return Int32(n) }
+        }
+        let generation = max(generations[0], generations[1]) + 1
+        MapSlotHeader.encode(generation: generation, slot: target, table: tables[target], into: headerBuffer,
+                             region: layout.slotHeaderRegion)
+        let n = file.writeFully(headerBuffer, count: layout.slotHeaderRegion, at: layout.slotOffsets[target])
+        if n < 0 { return Int32(n) }
+        let rc = file.syncData()
+        if rc == 0 { generations[target] = generation }
+        return rc
+    }
+
+    /// Makes `[offset, offset + length)` of the disk read as zeroes in the
+    /// overlay (punching a hole, or writing zeroes where that is refused) and
+    /// marks it allocated: 0, or a negated errno.
+    func zeroRange(offset: UInt64, length: UInt64) -> Int32 {
+        let start = layout.dataOffset + offset
+        var rc: Int32 = -EOPNOTSUPP
+        if punchHoleWorks.load(ordering: .relaxed) {
+            repeat {
+                rc = fallocate(file.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                               off_t(truncatingIfNeeded: start), off_t(truncatingIfNeeded: length)) == 0 ? 0 : -errno
+            } while rc == -EINTR
+            if rc == -EOPNOTSUPP { punchHoleWorks.store(false, ordering: .relaxed) }
+        }
+        if rc == -EOPNOTSUPP {
+            rc = 0
+            var done: UInt64 = 0
+            while done < length && rc == 0 {
+                let n = Int(min(UInt64(Self.zeroesSize), length - done))
+                let written = file.writeFully(zeroes, count: n, at: start + done)
+                if written < 0 { rc = Int32(written) }
+                done += UInt64(n)
+            }
+        }
+        guard rc == 0 else { return rc }
+        dataWritten.store(true, ordering: .releasing)
+        map.set(from: offset / OverlayLayout.sectorSize, count: length / OverlayLayout.sectorSize)
+        return 0
+    }
+
+    /// Marks `[offset, offset + length)` written (after the data went to the file).
+    func noteWritten(offset: UInt64, length: UInt64) {
+        dataWritten.store(true, ordering: .releasing)
+        map.set(from: offset / OverlayLayout.sectorSize, count: length / OverlayLayout.sectorSize)
+    }
+
+    /// Generation of the newest map slot on disk.
+    var generation: UInt64 {
+        flushLock.withLock { max(generations[0], generations[1]) }
+    }
+}

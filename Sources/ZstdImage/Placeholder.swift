@@ -1,1 +1,0 @@
-// placeholder: the zstd seekable image format and backend live here

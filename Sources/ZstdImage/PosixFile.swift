@@ -1,0 +1,141 @@
+import Glibc
+
+/// An open file descriptor with exact-length positional I/O that retries
+/// EINTR and short transfers. Owns the fd (closed on deinit). pread/pwrite do
+/// not move a shared offset, so one `PosixFile` may be used by several
+/// threads at once; hence `@unchecked Sendable`.
+final class PosixFile: @unchecked Sendable {
+    let fd: Int32
+    let path: String
+
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Opens `path` with `flags` (O_CLOEXEC is added).
+    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(ZstdImageError) -> PosixFile {
+        guard !path.isEmpty, !path.utf8.contains(0) else { throw .invalidArgument("bad path '\(path)'") }
+        while true {
+            let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+            if fd >= 0 { return PosixFile(fd: fd, path: path) }
+            if errno == EINTR { continue }
+            throw .io(what: "open \(path)", errno: errno)
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Bytes in the file (regular files and block devices).
+    func size() throws(ZstdImageError) -> UInt64 {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .io(what: "fstat \(path)", errno: errno) }
+        if st.st_mode & S_IFMT == S_IFREG { return UInt64(st.st_size) }
+        let end = lseek(fd, 0, SEEK_END)
+        guard end >= 0 else { throw .io(what: "lseek \(path)", errno: errno) }
+        return UInt64(end)
+    }
+
+    /// Reads exactly `count` bytes at `offset`; end of file first is `.truncated`.
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError) {
+        let result = readFully(into: buffer, count: count, at: offset)
+        if result < 0 { throw .io(what: "read \(path) at \(offset)", errno: Int32(-result)) }
+        if result < count {
+            throw .truncated("\(path) ends at \(offset + UInt64(result)), \(count) bytes were needed at \(offset)")
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array.
+    func read(count: Int, at offset: UInt64) throws(ZstdImageError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: ZstdImageError?
+        bytes.withUnsafeMutableBytes { b in
+            guard let base = b.baseAddress else { return }
+            do throws(ZstdImageError) { try read(into: base, count: count, at: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// pread until `count` bytes or end of file: bytes read, or a negated errno.
+    func readFully(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) -> Int {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(truncatingIfNeeded: offset &+ UInt64(done)))
+            if n < 0 {
+                if errno == EINTR { continue }
+                return -Int(errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Writes all `count` bytes at `offset`.
+    func write(_ buffer: UnsafeRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError) {
+        let result = writeFully(buffer, count: count, at: offset)
+        if result < 0 { throw .io(what: "write \(path) at \(offset)", errno: Int32(-result)) }
+    }
+
+    func write(_ bytes: [UInt8], at offset: UInt64) throws(ZstdImageError) {
+        var failure: ZstdImageError?
+        bytes.withUnsafeBytes { b in
+            guard let base = b.baseAddress else { return }
+            do throws(ZstdImageError) { try write(base, count: b.count, at: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// pwrite until all `count` bytes are written: `count`, or a negated errno.
+    func writeFully(_ buffer: UnsafeRawPointer, count: Int, at offset: UInt64) -> Int {
+        var done = 0
+        while done < count {
+            let n = pwrite(fd, buffer + done, count - done, off_t(truncatingIfNeeded: offset &+ UInt64(done)))
+            if n < 0 {
+                if errno == EINTR { continue }
+                return -Int(errno)
+            }
+            if n == 0 { return -Int(EIO) }
+            done += n
+        }
+        return done
+    }
+
+    /// fdatasync: 0 or a negated errno.
+    func syncData() -> Int32 {
+        while fdatasync(fd) != 0 {
+            if errno != EINTR { return -errno }
+        }
+        return 0
+    }
+
+    func sync() throws(ZstdImageError) {
+        while fsync(fd) != 0 {
+            if errno != EINTR { throw .io(what: "fsync \(path)", errno: errno) }
+        }
+    }
+
+    func truncate(to size: UInt64) throws(ZstdImageError) {
+        guard ftruncate(fd, off_t(truncatingIfNeeded: size)) == 0 else {
+            throw .io(what: "truncate \(path) to \(size)", errno: errno)
+        }
+    }
+
+    /// fsyncs the directory holding `path`, so a rename or create in it is durable.
+    static func syncDirectory(of path: String) throws(ZstdImageError) {
+        let dir: String
+        if let slash = path.lastIndex(of: "/") {
+            dir = slash == path.startIndex ? "/" : String(path[..<slash])
+        } else {
+            dir = "."
+        }
+        let file = try PosixFile.open(dir, flags: O_RDONLY | O_DIRECTORY)
+        try file.sync()
+    }
+
+    /// rename(2) with a typed error.
+    static func rename(_ from: String, to: String) throws(ZstdImageError) {
+        guard Glibc.rename(from, to) == 0 else { throw .io(what: "rename \(from) to \(to)", errno: errno) }
+    }
+}

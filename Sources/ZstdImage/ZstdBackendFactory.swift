@@ -1,0 +1,103 @@
+import BlockBackends
+import Glibc
+
+/// What `--backend zstd:IMAGE[,overlay=PATH][,cache=SIZE]` asks for.
+public struct ZstdBackendOptions: Sendable, Equatable {
+    /// The zstd seekable image (the read-only base).
+    public var imagePath: String
+    /// The overlay taking writes; nil serves the image read-only.
+    public var overlayPath: String?
+    /// Bytes of decompressed chunks to cache (0: no shared cache).
+    public var cacheBytes: UInt64
+    /// Decompress the next chunk in the background on sequential reads.
+    public var readahead: Bool
+
+    public static let defaultCacheBytes: UInt64 = 64 << 20
+
+    public init(imagePath: String, overlayPath: String? = nil, cacheBytes: UInt64 = defaultCacheBytes,
+                readahead: Bool = true) {
+        self.imagePath = imagePath
+        self.overlayPath = overlayPath
+        self.cacheBytes = cacheBytes
+        self.readahead = readahead
+    }
+}
+
+/// A backend over a zstd seekable image, read-only on its own or writable
+/// through an overlay file. Owns (shares with its queue handles) the opened
+/// image, the overlay and the chunk cache; every queue gets its own decoder.
+public struct ZstdBackendFactory: BlockBackendFactory {
+    public let options: ZstdBackendOptions
+    public let image: SeekableImage
+    public let geometry: BackendGeometry
+    /// The shared chunk cache (nil when `cacheBytes` is below one chunk).
+    public let cache: ChunkCache?
+    let overlay: Overlay?
+    let prefetcher: ChunkPrefetcher?
+
+    public var summary: String {
+        var parts = ["zstd:\(options.imagePath)"]
+        if let o = options.overlayPath { parts.append("overlay \(o)") } else { parts.append("ro") }
+        parts.append("cache \(humanBytes(UInt64(cache?.capacityChunks ?? 0) * UInt64(image.chunkSize)))")
+        return parts.joined(separator: ", ")
+    }
+
+    /// A warning worth logging: the overlay's newest map slot was damaged and an
+    /// older one is in use (nil normally).
+    public var recoveryNote: String? { overlay?.recoveryNote }
+
+    /// Opens (and validates) the image, opens or creates the overlay.
+    public init(options: ZstdBackendOptions) throws(ZstdImageError) {
+        self.options = options
+        let image = try SeekableImage.open(path: options.imagePath)
+        self.image = image
+        guard image.logicalSize % 512 == 0 else {
+            throw .unsupported("\(options.imagePath) holds \(image.logicalSize) bytes, not a whole number of 512-byte sectors")
+        }
+        if let path = options.overlayPath {
+            overlay = try Overlay.open(path: path, image: image)
+        } else {
+            overlay = nil
+        }
+        let cache = ChunkCache(capacityBytes: options.cacheBytes, chunkSize: image.chunkSize)
+        self.cache = cache
+        if options.readahead, let cache, cache.capacityChunks >= 4 {
+            prefetcher = try ChunkPrefetcher(image: image, cache: cache)
+        } else {
+            prefetcher = nil
+        }
+        let writable = overlay != nil
+        geometry = BackendGeometry(capacityBytes: image.logicalSize, readOnly: !writable,
+                                   supportsDiscard: writable, supportsWriteZeroes: writable)
+    }
+
+    /// Opens the backend described by a parsed `--backend zstd:` spec, with
+    /// errors as `BackendError`s for the CLI.
+    public static func open(image: String, overlay: String?, cacheBytes: UInt64?) throws(BackendError) -> ZstdBackendFactory {
+        do {
+            return try ZstdBackendFactory(options: ZstdBackendOptions(
+                imagePath: image, overlayPath: overlay, cacheBytes: cacheBytes ?? ZstdBackendOptions.defaultCacheBytes))
+        } catch {
+            throw .invalidSpec("zstd image \(image): \(error.description)")
+        }
+    }
+
+    public func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend {
+        guard depth > 0 && depth <= 32768 else { throw .invalidSpec("queue depth \(depth) is not in 1...32768") }
+        do {
+            return try ZstdQueueBackend(image: image, overlay: overlay, cache: cache, readahead: prefetcher, depth: depth)
+        } catch {
+            throw .invalidSpec("zstd queue \(queueIndex): \(error.description)")
+        }
+    }
+
+    /// Flushes the overlay (what a guest FLUSH does): 0 or a negated errno.
+    @discardableResult
+    public func flush() -> Int32 { overlay?.flush() ?? 0 }
+
+    /// Sectors the overlay holds (0 without one).
+    public var overlaySectors: UInt64 { overlay?.map.allocatedSectors() ?? 0 }
+
+    /// Drops the overlay's final flush: the next close behaves like a crash (tests).
+    func simulateCrashOnClose() { overlay?.abandoned.store(true, ordering: .relaxed) }
+}
