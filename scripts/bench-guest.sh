@@ -22,7 +22,8 @@ BIN=${VDUSE_BLK:-.build/release/vduse-blk}
 if [[ ${1:-} != --in-guest ]]; then
   [[ -x $BIN ]] || { echo "bench-guest: build first: swift build -c release" >&2; exit 1; }
   mkdir -p "$OUTDIR"
-  VDUSE_VM_MODULES="null_blk ${VDUSE_VM_MODULES:-}" \
+  VDUSE_VM_MODULES="null_blk ${VDUSE_VM_MODULES:-}" VDUSE_VM_MEM=${VDUSE_VM_MEM:-3G} \
+  VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-1200} \
   VDUSE_VM_ENV="BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK ${VDUSE_VM_ENV:-}" \
     bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-guest.sh") --in-guest" || exit $?
   [[ -s $OUTDIR/guest-bench.json ]] || { echo "bench-guest: no results" >&2; exit 1; }
@@ -70,22 +71,22 @@ wait_dev() {  # $1: how to find it (serial:S or vdpa:NAME)
   return 1
 }
 
-start_impl() {  # $1: vduse-blk | qsd ; prints the block device name
+start_impl() {  # $1: vduse-blk | qsd ; sets DEV to the block device name
   case $1 in
     vduse-blk)
       "$BIN" create "$NAME" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
-        --serial benchserial --engine uring --attach --log-level warning 2>"$W/daemon.log" &
+        --serial benchserial --engine uring --attach --log-level warning >"$W/daemon.log" 2>&1 &
       daemon=$!
-      wait_dev serial:benchserial ;;
+      DEV=$(wait_dev serial:benchserial) ;;
     qsd)
       qemu-storage-daemon \
         --blockdev driver=file,node-name=file0,filename="$IMG",cache.direct=off,aio=io_uring \
         --export type=vduse-blk,id=exp0,node-name=file0,name="$NAME",writable=on,num-queues="$QUEUES",queue-size="$QSIZE" \
-        2>"$W/daemon.log" &
+        >"$W/daemon.log" 2>&1 &
       daemon=$!
       for _ in $(seq 200); do [[ -c /dev/vduse/$NAME ]] && break; sleep 0.05; done
       vdpa dev add name "$NAME" mgmtdev vduse || return 1
-      wait_dev vdpa:"$NAME" ;;
+      DEV=$(wait_dev vdpa:"$NAME") ;;
   esac
 }
 
@@ -106,7 +107,7 @@ run_jobs() {  # $1 impl label, $2 device, $3 round
   for spec in "${JOBS[@]}"; do
     name=${spec%%:*}; args=${spec#*:}
     # shellcheck disable=SC2086
-    fio --name="$name" --filename=/dev/"$2" --direct=1 --ioengine=io_uring --time_based \
+    timeout -k 5 $((RUNTIME + 60)) fio --name="$name" --filename=/dev/"$2" --direct=1 --ioengine=io_uring --time_based \
         --runtime="$RUNTIME" --ramp_time=1 --group_reporting --size=256M $args \
         --output-format=json >"$W/fio.json" 2>"$W/fio.err" \
       || { echo "fio $name on $1 failed: $(cat "$W/fio.err")" >&2; continue; }
@@ -130,8 +131,9 @@ for round in $(seq "$ROUNDS"); do
   order=(vduse-blk qsd); ((round % 2 == 0)) && order=(qsd vduse-blk)
   for impl in "${order[@]}"; do
     say "round $round: $impl"
-    dev=$(start_impl "$impl") || { echo "cannot start $impl: $(cat "$W/daemon.log")" >&2; exit 1; }
-    run_jobs "$impl" "$dev" "$round"
+    DEV=
+    start_impl "$impl" || { echo "cannot start $impl: $(cat "$W/daemon.log")" >&2; exit 1; }
+    run_jobs "$impl" "$DEV" "$round"
     stop_impl
   done
 done

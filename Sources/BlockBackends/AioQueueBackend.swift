@@ -163,7 +163,6 @@ final class AioQueueBackend: QueueBackend {
     }
 
     func reap(into buffer: UnsafeMutableBufferPointer<IOCompletion>) -> Int {
-        _ = vb_io_eventfd_drain(completionFD)
         var n = immediate.pop(into: buffer)
         while n < buffer.count && kernelOwned > 0 {
             let want = min(buffer.count - n, capacity)

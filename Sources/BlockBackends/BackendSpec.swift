@@ -9,11 +9,14 @@ public enum BackendSpec: Equatable, Sendable {
     public static let knownKinds = ["file", "zstd"]
 
     public static func parse(_ text: String) throws(BackendError) -> BackendSpec {
-        guard let colon = text.firstIndex(of: ":") else {
+        // Split on Unicode scalars, not Characters: a path may begin with a
+        // combining mark, which would otherwise fuse with the ':' (or ',' / '=').
+        let scalars = text.unicodeScalars
+        guard let colon = scalars.firstIndex(of: ":") else {
             throw .invalidSpec("'\(text)': expected KIND:ARGS, e.g. file:/path/to/disk.img")
         }
-        let kind = String(text[..<colon])
-        let rest = String(text[text.index(after: colon)...])
+        let kind = String(scalars[..<colon])
+        let rest = String(scalars[scalars.index(after: colon)...])
         switch kind {
         case "file":
             guard !rest.isEmpty else { throw .invalidSpec("file: needs a path") }
@@ -30,19 +33,19 @@ public enum BackendSpec: Equatable, Sendable {
 extension BackendSpec {
     static func parseZstd(_ rest: String) throws(BackendError) -> BackendSpec {
         guard !rest.utf8.contains(0) else { throw .invalidSpec("path contains a NUL byte") }
-        let parts = rest.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let parts = rest.unicodeScalars.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         guard let image = parts.first, !image.isEmpty else {
             throw .invalidSpec("zstd: needs an image path, e.g. zstd:/path/disk.zst,overlay=/path/disk.overlay")
         }
         var overlay: String?
         var cache: UInt64?
         for option in parts.dropFirst() {
-            if option.hasPrefix("overlay="), overlay == nil {
-                let path = String(option.dropFirst("overlay=".count))
+            if option.unicodeScalars.starts(with: "overlay=".unicodeScalars), overlay == nil {
+                let path = String(option.unicodeScalars.dropFirst("overlay=".unicodeScalars.count))
                 guard !path.isEmpty else { throw .invalidSpec("zstd: overlay= needs a path") }
                 overlay = path
-            } else if option.hasPrefix("cache="), cache == nil {
-                cache = try ByteSize.parse(String(option.dropFirst("cache=".count)))
+            } else if option.unicodeScalars.starts(with: "cache=".unicodeScalars), cache == nil {
+                cache = try ByteSize.parse(String(option.unicodeScalars.dropFirst("cache=".unicodeScalars.count)))
             } else {
                 throw .invalidSpec("zstd: unknown or repeated option '\(option)' (known: overlay=PATH, cache=SIZE)")
             }

@@ -81,7 +81,9 @@ public protocol QueueBackend: AnyObject {
     /// Pushes everything prepared since the last call (one syscall for async engines).
     func submit()
     /// Copies up to `buffer.count` finished ops into `buffer` without blocking;
-    /// returns how many. Clears the readiness of `completionFD` when it drains it.
+    /// returns how many. Does not touch `completionFD`: the queue thread drains
+    /// that eventfd itself when poll reports it readable, before reaping, so a
+    /// pass that finds nothing to reap costs no syscall.
     func reap(into buffer: UnsafeMutableBufferPointer<IOCompletion>) -> Int
 }
 

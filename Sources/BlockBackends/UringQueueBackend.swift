@@ -186,7 +186,6 @@ final class UringQueueBackend: QueueBackend {
     }
 
     func reap(into buffer: UnsafeMutableBufferPointer<IOCompletion>) -> Int {
-        _ = vb_io_eventfd_drain(completionFD)
         if vb_uring_sq_ready(ring) > 0 { pushSQEs() }
         var n = immediate.pop(into: buffer)
         while n < buffer.count {

@@ -146,6 +146,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
             }
             if revents.0 != 0 { drainEventFD(control.wakeFD) }
             if revents.1 != 0 { drainEventFD(kickFD) }
+            if revents.2 != 0 { drainEventFD(backend.completionFD) }
             if !broken, var q = queue { q.disableNotifications(); queue = q }
         }
     }
@@ -308,7 +309,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                 if fd >= 0 {
                     var f = fd
                     var r: Int16 = 0
-                    _ = vb_poll_in(&f, &r, 1, 100)
+                    if vb_poll_in(&f, &r, 1, 100) > 0 { drainEventFD(fd) }
                 }
             }
             publishAndNotify()

@@ -26,12 +26,18 @@ import VirtioDriverSim
 /// Out-of-bounds accesses are left to AddressSanitizer.
 public enum QueueFuzzer {
     static let ramIOVA: UInt64 = 0x1_0000_0000
-    static let ramSize: UInt64 = 64 << 10
+    static let ramSize: UInt64 = 32 << 10
     /// A read-only region right after the RAM, so buffers can straddle both.
     static let romIOVA: UInt64 = ramIOVA + ramSize
     static let romSize: UInt64 = 4096
     static let diskBytes: UInt64 = 64 << 10
     static let poison: UInt8 = 0xEE
+    /// Canary contents of the RAM and of the read-only region.
+    static let ramPattern: [UInt8] = (0..<Int(ramSize)).map { UInt8(truncatingIfNeeded: 0xA5 &+ $0 &* 13 &+ $0 >> 8) }
+    static let romPattern: [UInt8] = (0..<Int(romSize)).map { UInt8(truncatingIfNeeded: 0x5A &+ $0 &* 7) }
+
+    /// FUZZ_TRACE=1: print what every pass saw (for reading a finding).
+    static let trace = getenv("FUZZ_TRACE") != nil
 
     static let logger: Logger = {
         var l = Logger(label: "fuzz-queue")
@@ -58,7 +64,8 @@ public enum QueueFuzzer {
         let trackFreeList: Bool
         var usedSeen: UInt16
         var broken = false
-        var snapshot: [UInt8]
+        /// RAM then read-only region, as they were before the current pass.
+        let snapshot: UnsafeMutablePointer<UInt8>
         var opsLeft = 96
 
         init(_ input: inout FuzzInput) {
@@ -78,8 +85,9 @@ public enum QueueFuzzer {
             memory.addRegion(iova: romIOVA, size: romSize, writable: false)
             ram = memory.regions[0].base.assumingMemoryBound(to: UInt8.self)
             rom = memory.regions[1].base.assumingMemoryBound(to: UInt8.self)
-            for i in 0..<Int(ramSize) { ram[i] = UInt8(truncatingIfNeeded: 0xA5 &+ i &* 13 &+ i >> 8) }
-            for i in 0..<Int(romSize) { rom[i] = UInt8(truncatingIfNeeded: 0x5A &+ i &* 7) }
+            let (r0, r1) = (ram, rom)
+            ramPattern.withUnsafeBytes { _ = memcpy(r0, $0.baseAddress!, Int(ramSize)) }
+            romPattern.withUnsafeBytes { _ = memcpy(r1, $0.baseAddress!, Int(romSize)) }
             driver = SimulatedDriver(memory: memory, size: size, eventIdx: eventIdx)
             let a = driver.addresses
             memset(memory.pointer(a.descTable), 0, Int(SplitRingLayout.descTableBytes(size)))
@@ -106,11 +114,13 @@ public enum QueueFuzzer {
                 config: QueueWorkerConfig(queueIndex: 0, addresses: a, features: features, startAvail: start),
                 memory: view, backend: try! backend.makeQueueBackend(queueIndex: 0, depth: Int(size)),
                 parameters: parameters, sink: sink, kickFD: driver.kickFD, logger: QueueFuzzer.logger)
-            snapshot = []
+            snapshot = .allocate(capacity: Int(ramSize + romSize))
             worker.openQueueSynchronously()
             broken = worker.control.needsReset
             fuzzCheck(!broken, "rings inside guest memory were refused")
         }
+
+        deinit { snapshot.deallocate() }
 
         func run(_ input: inout FuzzInput) {
             while !input.isAtEnd, opsLeft > 0 {
@@ -441,8 +451,8 @@ public enum QueueFuzzer {
             if uncertain { owed = [] }
             for s in owed { ram[Int(s - ramIOVA)] = poison }
 
-            snapshot = Array(UnsafeBufferPointer(start: ram, count: Int(ramSize)))
-                + Array(UnsafeBufferPointer(start: rom, count: Int(romSize)))
+            memcpy(snapshot, ram, Int(ramSize))
+            memcpy(snapshot + Int(ramSize), rom, Int(romSize))
             view.writeSpans.removeAll(keepingCapacity: true)
             view.recording = true
             var passes = 0
@@ -464,17 +474,26 @@ public enum QueueFuzzer {
             usedSeen = usedIdx
             if trackFreeList { _ = driver.collectUsed() }
 
-            // 1. Memory: changes only in writable buffers of the batch and the used ring.
-            for i in 0..<Int(romSize) {
-                fuzzCheck(rom[i] == snapshot[Int(ramSize) + i], "read-only region changed at +\(i)")
+            if QueueFuzzer.trace {
+                print("pass: avail \(start)->\(availIdx) batch \(batch) fatalAt \(String(describing: fatalAt))"
+                    + " uncertain \(uncertain) selfModifying \(selfModifying) | consumed \(consumed) broken \(broken)"
+                    + " used \(used.map { "\($0.head):\($0.len)" }) status \(owed.map { ram[Int($0 - ramIOVA)] })")
             }
+            // 1. Memory: changes only in writable buffers of the batch and the used ring.
+            fuzzCheck(memcmp(rom, snapshot + Int(ramSize), Int(romSize)) == 0, "read-only region changed")
             let usedArea = a.usedRing..<(a.usedRing + SplitRingLayout.usedBytes(size))
             var allowed = writable + [usedArea]
             if selfModifying { allowed += view.writeSpans }
-            for i in 0..<Int(ramSize) where ram[i] != snapshot[i] {
-                let at = ramIOVA + UInt64(i)
-                fuzzCheck(allowed.contains { $0.contains(at) },
-                          "device wrote 0x\(String(at, radix: 16)) outside every writable buffer")
+            let merged = merge(allowed)
+            let chunk = 256
+            for c in stride(from: 0, to: Int(ramSize), by: chunk) where memcmp(ram + c, snapshot + c, chunk) != 0 {
+                let lo = ramIOVA + UInt64(c)
+                if merged.contains(where: { $0.lowerBound <= lo && lo + UInt64(chunk) <= $0.upperBound }) { continue }
+                for i in c..<(c + chunk) where ram[i] != snapshot[i] {
+                    let at = ramIOVA + UInt64(i)
+                    fuzzCheck(allowed.contains { $0.contains(at) },
+                              "device wrote 0x\(String(at, radix: 16)) outside every writable buffer")
+                }
             }
             // 2. Status bytes.
             if !broken || fatalAt != nil {
@@ -507,6 +526,19 @@ public enum QueueFuzzer {
                 fuzzCheck(UInt64(e.len) <= w.writableBytes,
                           "used length \(e.len) > \(w.writableBytes) writable bytes (head \(h))")
             }
+        }
+
+        /// `ranges` sorted and coalesced.
+        func merge(_ ranges: [Range<UInt64>]) -> [Range<UInt64>] {
+            var out: [Range<UInt64>] = []
+            for r in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) where !r.isEmpty {
+                if let last = out.last, r.lowerBound <= last.upperBound {
+                    out[out.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound)
+                } else {
+                    out.append(r)
+                }
+            }
+            return out
         }
 
         /// A descriptor chain as the virtio spec (and this device's limits)

@@ -90,7 +90,10 @@ public enum ReadBenchmark {
                 done += n
                 if n == 0 && queue.completionFD >= 0 {
                     var pfd = pollfd(fd: queue.completionFD, events: Int16(POLLIN), revents: 0)
-                    _ = poll(&pfd, 1, 100)
+                    if poll(&pfd, 1, 100) > 0 {
+                        var value: UInt64 = 0
+                        _ = read(queue.completionFD, &value, 8)
+                    }
                 }
             }
             reads += depth
