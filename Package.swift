@@ -64,8 +64,20 @@ let package = Package(
         .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends"], swiftSettings: swiftGnu),
         .testTarget(name: "ZstdImageTests", dependencies: ["ZstdImage", "BlockBackends"], swiftSettings: swiftGnu),
         .testTarget(name: "BlockEngineTests", dependencies: [
-            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice",
+            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "ZstdImage",
         ], swiftSettings: swiftGnu),
+        // ---- Fuzzing (issue 7; see Fuzz/README.md) -------------------------------------------------
+        // Harnesses and invariants; fuzz-* are libFuzzer binaries when built by scripts/fuzz.sh and
+        // input replayers otherwise; FuzzRegressionTests replays the corpora and every past finding.
+        .target(name: "FuzzHarness", dependencies: [
+            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "CVDUSE",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftGnu),
+        .executableTarget(name: "fuzz-queue", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
+        .executableTarget(name: "fuzz-control", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
+        .executableTarget(name: "fuzz-parse", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzHarness", "BlockBackends"], swiftSettings: swiftGnu),
+        // ---- end of fuzzing block --------------------------------------------------------------------
     ],
     swiftLanguageModes: [.v6]
 )
