@@ -95,3 +95,19 @@ public protocol BlockBackendFactory: Sendable {
     /// A fresh handle for queue `queueIndex`, accepting `depth` ops in flight.
     func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend
 }
+
+/// A backend whose own completion ring can also watch eventfds (the queue's
+/// kick and wake fds), so the queue thread submits new I/O and sleeps in one
+/// syscall instead of poll + read + submit. Event slots are 0 and 1.
+public protocol EventWaitingBackend: QueueBackend {
+    /// Watches eventfd `fd` as event `slot`: once it is readable its counter is
+    /// consumed in the ring and the slot shows up in `takeFiredEvents()`. A slot
+    /// still armed is left alone. Takes effect at the next submit.
+    func armEvent(_ slot: Int, fd: Int32)
+    /// Cancels every armed event (before another thread or fd takes over).
+    func disarmEvents()
+    /// Pushes everything prepared and sleeps until a completion or an event is ready.
+    func submitAndWait()
+    /// Events that fired (bit per slot) since the last call; those slots are now disarmed.
+    func takeFiredEvents() -> UInt32
+}

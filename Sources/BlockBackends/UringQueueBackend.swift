@@ -12,7 +12,7 @@ import Glibc
 /// zeroes), or at prepare time when the ring cannot express them (more than
 /// 1024 iovecs, a mode already known to be refused); those completions are
 /// announced through the eventfd at `submit()`.
-final class UringQueueBackend: QueueBackend {
+final class UringQueueBackend: EventWaitingBackend {
     let completionFD: Int32
     let capacity: Int
     private(set) var inFlight = 0
@@ -29,6 +29,14 @@ final class UringQueueBackend: QueueBackend {
     private let cqeResult: UnsafeMutablePointer<Int32>
     /// Ops the kernel owns (prepared into the ring and not yet reaped).
     private var kernelOwned = 0
+    /// Event slots (see `EventWaitingBackend`): read buffers, armed and fired
+    /// bits, and a generation per slot so a cancelled read's CQE is ignored.
+    private let eventBuffers: UnsafeMutablePointer<UInt64>
+    private let eventGenerations: UnsafeMutablePointer<UInt32>
+    private var eventsArmed: UInt32 = 0
+    private var eventsFired: UInt32 = 0
+    private static let eventFlag: UInt64 = 1 << 63
+    private static let cancelFlag: UInt64 = 1 << 62
 
     /// Takes ownership of `fd` (closed on deinit, also when this throws).
     init(fd: Int32, alignment: Int, depth: Int) throws(BackendError) {
@@ -38,7 +46,7 @@ final class UringQueueBackend: QueueBackend {
             throw .io(what: "eventfd", errno: -efd)
         }
         var err: Int32 = 0
-        let entries = UInt32(depth)
+        let entries = UInt32(depth + 4)  // + the event reads and their cancels
         var created = vb_uring_create(entries, UInt32(VB_URING_SETUP_SUBMIT_ALL), &err)
         if created == nil && err == -EINVAL {
             created = vb_uring_create(entries, 0, &err)  // kernel older than 5.18
@@ -72,6 +80,10 @@ final class UringQueueBackend: QueueBackend {
         immediate = CompletionRing(capacity: depth)
         cqeData = .allocate(capacity: depth)
         cqeResult = .allocate(capacity: depth)
+        eventBuffers = .allocate(capacity: 2)
+        eventBuffers.initialize(repeating: 0, count: 2)
+        eventGenerations = .allocate(capacity: 2)
+        eventGenerations.initialize(repeating: 0, count: 2)
     }
 
     deinit {
@@ -81,11 +93,13 @@ final class UringQueueBackend: QueueBackend {
             if rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY { break }
             kernelOwned -= Int(vb_uring_reap(ring, cqeData, cqeResult, UInt32(capacity)))
         }
-        vb_uring_destroy(ring)
+        vb_uring_destroy(ring)  // also cancels armed event reads
         close(completionFD)
         close(fd)
         cqeData.deallocate()
         cqeResult.deallocate()
+        eventBuffers.deallocate()
+        eventGenerations.deallocate()
     }
 
     // MARK: prepare
@@ -192,14 +206,21 @@ final class UringQueueBackend: QueueBackend {
             let want = min(buffer.count - n, capacity)
             let got = Int(vb_uring_reap(ring, cqeData, cqeResult, UInt32(want)))
             if got == 0 { break }
+            var events = 0
             for i in 0..<got {
-                let slot = Int(truncatingIfNeeded: cqeData[i])
+                let data = cqeData[i]
+                if data & (Self.eventFlag | Self.cancelFlag) != 0 {
+                    events += 1
+                    if data & Self.eventFlag != 0 { noteEvent(data) }
+                    continue
+                }
+                let slot = Int(truncatingIfNeeded: data)
                 let op = slots[slot]
                 slots.release(slot)
                 buffer[n] = IOCompletion(tag: op.tag, result: finish(op, cqeResult[i]))
                 n += 1
             }
-            kernelOwned -= got
+            kernelOwned -= got - events
         }
         inFlight -= n
         // The buffer filled up: if more is waiting, keep the eventfd readable.
@@ -229,5 +250,61 @@ final class UringQueueBackend: QueueBackend {
             ops.noteUnsupported(mode: op.fallocMode)
             return ops.writeZeroes(offset: op.offset, length: op.length, unmap: op.unmap)
         }
+    }
+}
+
+// MARK: - waiting on eventfds in the ring
+
+extension UringQueueBackend {
+    private func eventTag(_ slot: Int) -> UInt64 {
+        Self.eventFlag | UInt64(eventGenerations[slot]) << 8 | UInt64(slot)
+    }
+
+    /// A CQE for an event read: the slot fired unless the read was superseded.
+    private func noteEvent(_ data: UInt64) {
+        let slot = Int(data & 0xff)
+        guard slot < 2, UInt32(truncatingIfNeeded: data >> 8) == eventGenerations[slot] else { return }
+        eventsArmed &= ~(1 << UInt32(slot))
+        eventsFired |= 1 << UInt32(slot)
+    }
+
+    func armEvent(_ slot: Int, fd eventFD: Int32) {
+        precondition(slot >= 0 && slot < 2)
+        let bit = UInt32(1) << UInt32(slot)
+        guard eventsArmed & bit == 0 else { return }
+        var rc = vb_uring_prep_read(ring, eventFD, eventBuffers + slot, 8, 0, eventTag(slot))
+        if rc == -EBUSY {
+            pushSQEs()
+            rc = vb_uring_prep_read(ring, eventFD, eventBuffers + slot, 8, 0, eventTag(slot))
+        }
+        if rc == 0 { eventsArmed |= bit }
+    }
+
+    func disarmEvents() {
+        for slot in 0..<2 where eventsArmed & (1 << UInt32(slot)) != 0 {
+            if vb_uring_prep_cancel(ring, eventTag(slot), Self.cancelFlag) == -EBUSY {
+                pushSQEs()
+                _ = vb_uring_prep_cancel(ring, eventTag(slot), Self.cancelFlag)
+            }
+            eventGenerations[slot] &+= 1
+        }
+        eventsArmed = 0
+        eventsFired = 0
+        pushSQEs()
+    }
+
+    func submitAndWait() {
+        if immediate.unpublished > 0 { immediate.publish() }
+        if immediate.published > 0 || vb_uring_cq_ready(ring) > 0 {
+            pushSQEs()
+            return
+        }
+        _ = vb_uring_submit_and_wait(ring, 1)
+    }
+
+    func takeFiredEvents() -> UInt32 {
+        let f = eventsFired
+        eventsFired = 0
+        return f
     }
 }

@@ -14,14 +14,17 @@ public struct QueueWorkerConfig: Sendable {
     public var startAvail: UInt16
     /// Spin this long on the avail index before sleeping on the kick fd.
     public var pollMicros: Int
+    /// Sleep in the backend's ring (io_uring) when it can watch the kick fd.
+    public var ringWait: Bool
 
     public init(queueIndex: Int, addresses: QueueAddresses, features: UInt64, startAvail: UInt16 = 0,
-                pollMicros: Int = 0) {
+                pollMicros: Int = 0, ringWait: Bool = true) {
         self.queueIndex = queueIndex
         self.addresses = addresses
         self.features = features
         self.startAvail = startAvail
         self.pollMicros = pollMicros
+        self.ringWait = ringWait
     }
 }
 
@@ -43,6 +46,9 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     let slots: RequestSlots
     let completions: UnsafeMutableBufferPointer<IOCompletion>
     let indirect: Bool
+    /// Set when the backend's ring can also wait on the kick and wake eventfds:
+    /// the thread then sleeps in one submit-and-wait instead of poll().
+    let eventBackend: (any EventWaitingBackend)?
     var queue: SplitQueue?
     var inFlight = 0
     var broken = false
@@ -66,6 +72,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         completions = .allocate(capacity: max(size, 1))
         completions.initialize(repeating: IOCompletion(tag: 0, result: 0))
         indirect = config.features & VirtioFeature.ringIndirectDesc != 0
+        eventBackend = config.ringWait ? backend as? any EventWaitingBackend : nil
     }
 
     deinit { completions.deallocate() }
@@ -134,6 +141,13 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                     if more { continue }
                 } catch { markBroken(error) }
             }
+            if let ev = eventBackend {
+                armEvents(ev)
+                ev.submitAndWait()
+                _ = reap()
+                if !broken, var q = queue { q.disableNotifications(); queue = q }
+                continue
+            }
             let n = withUnsafeMutablePointer(to: &fds) { fp in
                 withUnsafeMutablePointer(to: &revents) { rp in
                     vb_poll_in(UnsafeRawPointer(fp).assumingMemoryBound(to: Int32.self),
@@ -162,7 +176,16 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         }
     }
 
+    /// Re-arms the ring's reads of the kick and wake eventfds once they fired.
+    @inline(__always)
+    func armEvents(_ ev: any EventWaitingBackend) {
+        _ = ev.takeFiredEvents()
+        ev.armEvent(0, fd: kickFD)
+        ev.armEvent(1, fd: control.wakeFD)
+    }
+
     func finish() {
+        eventBackend?.disarmEvents()
         control.availIndex.store(UInt32(queue?.lastAvailIdx ?? config.startAvail), ordering: .releasing)
         control.exited.signal()
     }
@@ -271,7 +294,10 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
 
     /// Collects finished backend ops and completes their requests.
     func reap() -> Int {
-        guard inFlight > 0, var q = queue else { return 0 }
+        guard inFlight > 0 || eventBackend != nil, var q = queue else {
+            if let ev = eventBackend { _ = ev.reap(into: completions) }  // broken queue: events only
+            return 0
+        }
         var total = 0
         while true {
             let n = backend.reap(into: completions)

@@ -96,3 +96,20 @@ unsigned vb_uring_reap(struct vb_uring *r, uint64_t *user_data, int32_t *res, un
     io_uring_cq_advance(&r->ring, n);
     return n;
 }
+
+int vb_uring_prep_read(struct vb_uring *r, int fd, void *buf, unsigned len, uint64_t offset,
+                       uint64_t user_data) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_read(sqe, fd, buf, len, offset);
+    vb_sqe_finish(sqe, 0, user_data);
+    return 0;
+}
+
+int vb_uring_prep_cancel(struct vb_uring *r, uint64_t target, uint64_t user_data) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (sqe == NULL) return -EBUSY;
+    io_uring_prep_cancel64(sqe, target, 0);
+    vb_sqe_finish(sqe, 0, user_data);
+    return 0;
+}

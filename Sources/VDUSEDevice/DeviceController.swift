@@ -28,16 +28,18 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     public let transport: Transport
     public let parameters: BlkDeviceParameters
     public let pollMicros: Int
+    public let ringWait: Bool
     let logger: Logger
     let queues: [QueueState]
     public private(set) var status: UInt8 = 0
     public private(set) var negotiatedFeatures: UInt64 = 0
 
     public init(transport: Transport, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, logger: Logger) throws(VDUSEError) {
+                pollMicros: Int = 0, ringWait: Bool = true, logger: Logger) throws(VDUSEError) {
         self.transport = transport
         self.parameters = parameters
         self.pollMicros = pollMicros
+        self.ringWait = ringWait
         self.logger = logger
         var qs: [QueueState] = []
         for i in 0..<Int(parameters.numQueues) {
@@ -122,7 +124,8 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                 let memory = transport.makeMemory(queue: i)
                 let worker = try QueueWorker(
                     config: QueueWorkerConfig(queueIndex: i, addresses: info.addresses, features: negotiatedFeatures,
-                                              startAvail: info.availIndex, pollMicros: pollMicros),
+                                              startAvail: info.availIndex, pollMicros: pollMicros,
+                                              ringWait: ringWait),
                     memory: memory, backend: st.backend, parameters: parameters, sink: transport.interruptSink,
                     kickFD: st.kickFD, logger: logger)
                 st.memory = memory

@@ -12,6 +12,7 @@ public final class VDUSEBlockDevice {
     public let parameters: BlkDeviceParameters
     let backend: any BlockBackendFactory
     let pollMicros: Int
+    let ringWait: Bool
     let logger: Logger
     let control: VDUSEControl
     var transport: VDUSETransport?
@@ -20,12 +21,13 @@ public final class VDUSEBlockDevice {
     var created = false
 
     public init(name: String, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, logger: Logger) throws(VDUSEError) {
+                pollMicros: Int = 0, ringWait: Bool = true, logger: Logger) throws(VDUSEError) {
         try VDUSEControl.validate(name: name)
         self.name = name
         self.parameters = parameters
         self.backend = backend
         self.pollMicros = pollMicros
+        self.ringWait = ringWait
         self.logger = logger
         control = try VDUSEControl()
     }
@@ -40,7 +42,7 @@ public final class VDUSEBlockDevice {
             transport = t
             for q in 0..<Int(parameters.numQueues) { try t.setupQueue(q, maxSize: parameters.queueSize) }
             let c = try DeviceController(transport: t, parameters: parameters, backend: backend,
-                                         pollMicros: pollMicros, logger: logger)
+                                         pollMicros: pollMicros, ringWait: ringWait, logger: logger)
             controller = c
             let l = try ControlLoop(deviceFD: t.fd, controller: c, logger: logger)
             loop = l

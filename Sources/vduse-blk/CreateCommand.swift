@@ -46,6 +46,10 @@ struct CreateCommand: ParsableCommand {
     @Option(name: .customLong("poll-us"), help: "Busy-poll each queue this many microseconds before sleeping.")
     var pollMicros: Int = 0
 
+    @Option(help: ArgumentHelp("How queue threads sleep: ring (in io_uring, with the uring engine) or poll.",
+                               visibility: .hidden))
+    var wait: String = "ring"
+
     @Flag(help: "Bind the device with `vdpa dev add` once ready, unbind on exit.")
     var attach = false
 
@@ -65,6 +69,7 @@ struct CreateCommand: ParsableCommand {
             }
         }
         guard FileEngine(rawValue: engine) != nil else { throw ValidationError("--engine must be uring, aio or sync") }
+        guard wait == "ring" || wait == "poll" else { throw ValidationError("--wait must be ring or poll") }
         guard (0...1_000_000).contains(pollMicros) else { throw ValidationError("--poll-us must be 0-1000000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
@@ -131,7 +136,7 @@ struct CreateCommand: ParsableCommand {
         let device: VDUSEBlockDevice
         do {
             device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
-                                          pollMicros: pollMicros, logger: logger)
+                                          pollMicros: pollMicros, ringWait: wait == "ring", logger: logger)
             try device.create()
         } catch {
             throw CLIFailure(message: error.description)

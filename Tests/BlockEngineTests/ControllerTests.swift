@@ -32,7 +32,8 @@ final class SimulatedTransport: DeviceTransport, @unchecked Sendable {
     func negotiatedFeatures() throws(VDUSEError) -> UInt64 { features }
     func queueInfo(_ index: Int) throws(VDUSEError) -> QueueInfo {
         guard index < drivers.count else { throw .ioctl(what: "VQ_GET_INFO", errno: EINVAL) }
-        return QueueInfo(addresses: drivers[index].addresses, availIndex: 0, ready: ready[index])
+        // Resume where the device left off (the driver saw every request completed).
+        return QueueInfo(addresses: drivers[index].addresses, availIndex: drivers[index].usedIndex, ready: ready[index])
     }
     func attachKickFD(queue: Int, fd: Int32) throws(VDUSEError) { kickFDs[Int32(queue)] = fd }
     func detachKickFD(queue: Int) { kickFDs[Int32(queue)] = nil }
@@ -51,12 +52,52 @@ final class SimulatedTransport: DeviceTransport, @unchecked Sendable {
 final class ControllerTests: XCTestCase {
     func make(queues: Int = 2) throws -> (DeviceController<SimulatedTransport>, SimulatedTransport, MemoryBackendFactory) {
         let backend = try MemoryBackendFactory(capacityBytes: 4 << 20)
+        let (c, t) = try make(queues: queues, backend: backend)
+        return (c, t, backend)
+    }
+
+    func make(queues: Int, backend: any BlockBackendFactory) throws -> (DeviceController<SimulatedTransport>, SimulatedTransport) {
         let params = BlkDeviceParameters(capacityBytes: 4 << 20, numQueues: UInt16(queues), queueSize: 32)
         let t = SimulatedTransport(queues: queues, size: 32, features: params.offeredFeatures)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let c = try DeviceController(transport: t, parameters: params, backend: backend, logger: logger)
-        return (c, t, backend)
+        return (c, t)
+    }
+
+    /// io_uring backends wait in the ring (kick and wake fds read there): reset and
+    /// restart must hand the same backend handle to a new worker without losing
+    /// kicks or hanging the stop.
+    func testResetAndRestartWithRingWaitingBackend() throws {
+        var tmpl = Array("/tmp/vduse-blk-ctl.XXXXXX".utf8CString)
+        let dir = String(cString: mkdtemp(&tmpl))
+        defer { _ = system("rm -rf '\(dir)'") }
+        let backend = try FileBackendFactory(path: "\(dir)/d.img", size: 4 << 20, engine: .uring)
+        let (c, t) = try make(queues: 2, backend: backend)
+        let b = BlkRequestBuilder(driver: t.drivers[0])
+        var expectedAvail: UInt16 = 0
+        for cycle in 0..<3 {
+            _ = c.handle(.setStatus(requestID: 1, status: 0x0f))
+            XCTAssertEqual(c.runningQueues, 2)
+            for i in 0..<5 {
+                let data = pattern(4096, seed: UInt8(cycle * 10 + i))
+                let w = b.write(sector: UInt64(i * 8), bytes: data)!
+                t.kick(0)
+                XCTAssertEqual(t.drivers[0].waitUsed(count: 1).count, 1, "cycle \(cycle) write \(i)")
+                XCTAssertEqual(b.statusByte(w), BlkStatus.ok)
+                let r = b.read(sector: UInt64(i * 8), length: 4096)!
+                t.kick(0)
+                XCTAssertEqual(t.drivers[0].waitUsed(count: 1).count, 1)
+                XCTAssertEqual(b.data(r), data)
+                expectedAvail &+= 2
+            }
+            // An IOTLB update (pause/resume through the wake fd read in the ring).
+            XCTAssertTrue(c.handle(.updateIOTLB(requestID: 2, start: 0, last: .max)).ok)
+            _ = c.handle(.setStatus(requestID: 3, status: 0))
+            XCTAssertEqual(c.runningQueues, 0)
+            XCTAssertEqual(c.handle(.getVQState(requestID: 4, queue: 0)).vqState?.availIndex, expectedAvail)
+            // The simulated driver keeps its ring across the reset, as if re-negotiated at the same place.
+        }
     }
 
     func testDriverOKStartsQueuesAndResetStopsThem() throws {

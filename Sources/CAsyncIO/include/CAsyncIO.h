@@ -49,6 +49,12 @@ int vb_uring_prep_fsync(struct vb_uring *r, int fd, int fixed, int datasync, uin
 int vb_uring_prep_fallocate(struct vb_uring *r, int fd, int fixed, int mode, uint64_t offset,
                             uint64_t length, uint64_t user_data);
 
+/* A plain read(2) of len bytes into buf (used to wait on eventfds in the ring). */
+int vb_uring_prep_read(struct vb_uring *r, int fd, void *buf, unsigned len, uint64_t offset,
+                       uint64_t user_data);
+/* Cancels the request whose user_data is target. */
+int vb_uring_prep_cancel(struct vb_uring *r, uint64_t target, uint64_t user_data);
+
 /* io_uring_submit: number of SQEs submitted, or -errno. */
 int vb_uring_submit(struct vb_uring *r);
 /* io_uring_submit_and_wait(wait_nr). */
