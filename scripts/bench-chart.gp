@@ -9,6 +9,6 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set logscale y
 set grid ytics
-set key top right
+set key top right noenhanced
 set xtics rotate by -20
 plot datafile using 2:xtic(1) title "vduse-blk", '' using 3 title "qemu-storage-daemon", '' using 4 title "null_blk (ceiling)"

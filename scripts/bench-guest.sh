@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-guest.sh - vduse-blk against qemu-storage-daemon's vduse-blk export, in
 # the same guest, on the same backing file (tmpfs), in the same run, alternating
-# the two implementations round by round; plus the guest's null_blk as the
+# the two implementations job by job; plus the guest's null_blk as the
 # block layer's ceiling. fio jobs: 4k randread QD1 (1 job), 4k randread QD32
 # (4 jobs), 4k randwrite QD32 (4 jobs), 1 MiB sequential read and write (QD8).
 # Prints a table (IOPS, MiB/s, mean and p99 latency, ratio vduse-blk/qsd per
@@ -9,7 +9,7 @@
 #
 #   scripts/bench-guest.sh            # host: build check, boot guest, run, render
 # Env: BENCH_RUNTIME (s per fio job, default 8), BENCH_ROUNDS (default 2),
-#      BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (512M),
+#      BENCH_POLL_PEER=1 (also a vduse-blk with --wait poll), BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (512M),
 #      VDUSE_BLK (binary, default .build/release/vduse-blk)
 # Numbers are measured under software emulation (TCG): compare ratios only.
 set -uo pipefail
@@ -23,10 +23,24 @@ if [[ ${1:-} != --in-guest ]]; then
   [[ -x $BIN ]] || { echo "bench-guest: build first: swift build -c release" >&2; exit 1; }
   mkdir -p "$OUTDIR"
   VDUSE_VM_MODULES="null_blk ${VDUSE_VM_MODULES:-}" VDUSE_VM_MEM=${VDUSE_VM_MEM:-3G} \
-  VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-1200} \
-  VDUSE_VM_ENV="BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK ${VDUSE_VM_ENV:-}" \
+  VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-2400} \
+  VDUSE_VM_ENV="BENCH_POLL_PEER BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK ${VDUSE_VM_ENV:-}" \
     bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-guest.sh") --in-guest" || exit $?
-  [[ -s $OUTDIR/guest-bench.json ]] || { echo "bench-guest: no results" >&2; exit 1; }
+  python3 - "$OUTDIR/raw" "$OUTDIR/guest-bench.json" <<'PY' || { echo "bench-guest: no results" >&2; exit 1; }
+import glob, json, os, sys
+rows = []
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    impl, job, rnd = os.path.basename(path)[:-5].split("__")
+    j = json.load(open(path))["jobs"][0]
+    side = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
+    clat = side.get("clat_ns", {})
+    rows.append({"impl": impl, "job": job, "round": int(rnd[1:]), "iops": side["iops"],
+                 "mib_s": side["bw_bytes"] / 1048576, "mean_us": clat.get("mean", 0) / 1000,
+                 "p99_us": clat.get("percentile", {}).get("99.000000", 0) / 1000})
+if not rows:
+    sys.exit(1)
+json.dump(rows, open(sys.argv[2], "w"), indent=1)
+PY
   python3 "$HERE/bench-report.py" "$OUTDIR/guest-bench.json" "$OUTDIR/guest-bench.dat"
   if command -v gnuplot >/dev/null; then
     gnuplot -e "datafile='$OUTDIR/guest-bench.dat'; outfile='$OUTDIR/guest-bench.png'" "$HERE/bench-chart.gp" \
@@ -42,12 +56,10 @@ W=$(mktemp -d /dev/shm/bench.XXXXXX)
 export TMPDIR=$W
 IMG=$W/disk.img
 NAME=benchdev
-RAW=$W/results.jsonl
-: >"$RAW"
-daemon=
+RAWDIR=$OUTDIR/raw      # on the shared repo dir: parsed on the host (python is slow under TCG)
+rm -rf "$RAWDIR"; mkdir -p "$RAWDIR"
 cleanup() {
-  vdpa dev del "$NAME" 2>/dev/null
-  [[ -z $daemon ]] || { kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; }
+  stop_all
   rmmod null_blk 2>/dev/null
   rm -rf "$W"
 }
@@ -71,29 +83,36 @@ wait_dev() {  # $1: how to find it (serial:S or vdpa:NAME)
   return 1
 }
 
-start_impl() {  # $1: vduse-blk | qsd ; sets DEV to the block device name
-  case $1 in
-    vduse-blk)
-      "$BIN" create "$NAME" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
-        --serial benchserial --engine uring --attach --log-level warning >"$W/daemon.log" 2>&1 &
-      daemon=$!
-      DEV=$(wait_dev serial:benchserial) ;;
-    qsd)
-      qemu-storage-daemon \
-        --blockdev driver=file,node-name=file0,filename="$IMG",cache.direct=off,aio=io_uring \
-        --export type=vduse-blk,id=exp0,node-name=file0,name="$NAME",writable=on,num-queues="$QUEUES",queue-size="$QSIZE" \
-        >"$W/daemon.log" 2>&1 &
-      daemon=$!
-      for _ in $(seq 200); do [[ -c /dev/vduse/$NAME ]] && break; sleep 0.05; done
-      vdpa dev add name "$NAME" mgmtdev vduse || return 1
-      DEV=$(wait_dev vdpa:"$NAME") ;;
-  esac
+# Both daemons serve the same backing file at the same time (qsd with locking
+# off), as NAME-v (vduse-blk) and NAME-q (qemu-storage-daemon); each fio job runs
+# on one then the other (order alternating by round), so host noise hits both.
+declare -A DPID=() DEVS=()
+start_vduse() {
+  "$BIN" create "$NAME-v" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
+    --serial bench-vduse --engine uring --attach --log-level warning >"$W/vduse.log" 2>&1 &
+  DPID[vduse-blk]=$!
+  DEVS[vduse-blk]=$(wait_dev serial:bench-vduse)
 }
-
-stop_impl() {
-  vdpa dev del "$NAME" 2>/dev/null
-  kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; daemon=
-  for _ in $(seq 100); do [[ -e /dev/vduse/$NAME ]] || break; sleep 0.05; done
+start_vduse_poll() {  # BENCH_POLL_PEER=1: a second vduse-blk sleeping in poll() instead of io_uring
+  "$BIN" create "$NAME-p" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
+    --serial bench-vpoll --engine uring --wait poll --attach --log-level warning >"$W/vpoll.log" 2>&1 &
+  DPID[vduse-poll]=$!
+  DEVS[vduse-poll]=$(wait_dev serial:bench-vpoll)
+}
+start_qsd() {
+  qemu-storage-daemon \
+    --blockdev driver=file,node-name=file0,filename="$IMG",cache.direct=off,aio=io_uring,locking=off \
+    --export type=vduse-blk,id=exp0,node-name=file0,name="$NAME-q",writable=on,num-queues="$QUEUES",queue-size="$QSIZE",serial=bench-qsd \
+    >"$W/qsd.log" 2>&1 &
+  DPID[qsd]=$!
+  for _ in $(seq 200); do [[ -c /dev/vduse/$NAME-q ]] && break; sleep 0.05; done
+  vdpa dev add name "$NAME-q" mgmtdev vduse || return 1
+  DEVS[qsd]=$(wait_dev serial:bench-qsd)
+}
+stop_all() {
+  vdpa dev del "$NAME-q" 2>/dev/null
+  local p; for p in "${DPID[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  DPID=()
 }
 
 JOBS=("randread-4k-qd1:--rw=randread --bs=4k --iodepth=1 --numjobs=1"
@@ -102,48 +121,39 @@ JOBS=("randread-4k-qd1:--rw=randread --bs=4k --iodepth=1 --numjobs=1"
       "seqread-1m:--rw=read --bs=1M --iodepth=8 --numjobs=1"
       "seqwrite-1m:--rw=write --bs=1M --iodepth=8 --numjobs=1")
 
-run_jobs() {  # $1 impl label, $2 device, $3 round
-  local spec name args
-  for spec in "${JOBS[@]}"; do
-    name=${spec%%:*}; args=${spec#*:}
-    # shellcheck disable=SC2086
-    timeout -k 5 $((RUNTIME + 60)) fio --name="$name" --filename=/dev/"$2" --direct=1 --ioengine=io_uring --time_based \
-        --runtime="$RUNTIME" --ramp_time=1 --group_reporting --size=256M $args \
-        --output-format=json >"$W/fio.json" 2>"$W/fio.err" \
-      || { echo "fio $name on $1 failed: $(cat "$W/fio.err")" >&2; continue; }
-    python3 - "$1" "$name" "$3" "$W/fio.json" >>"$RAW" <<'PY'
-import json, sys
-impl, job, rnd, path = sys.argv[1:5]
-j = json.load(open(path))["jobs"][0]
-side = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
-clat = side.get("clat_ns", {})
-pct = clat.get("percentile", {})
-print(json.dumps({"impl": impl, "job": job, "round": int(rnd), "iops": side["iops"],
-                  "mib_s": side["bw_bytes"] / 1048576, "mean_us": clat.get("mean", 0) / 1000,
-                  "p99_us": pct.get("99.000000", 0) / 1000}))
-PY
-    echo "   $1 $name: $(tail -n1 "$RAW")" >&2
-  done
+run_job() {  # $1 impl label, $2 device, $3 round, $4 job spec; fio's JSON goes to $RAWDIR
+  local name=${4%%:*} args=${4#*:} out=$RAWDIR/$1__${4%%:*}__r$3.json
+  # shellcheck disable=SC2086
+  timeout -k 5 $((RUNTIME + 60)) fio --name="$name" --filename=/dev/"$2" --direct=1 --ioengine=io_uring --time_based \
+      --runtime="$RUNTIME" --ramp_time=1 --group_reporting --size=256M $args \
+      --output-format=json --output="$out" 2>"$W/fio.err" \
+    || { echo "fio $name on $1 failed: $(cat "$W/fio.err")" >&2; rm -f "$out"; return; }
+  echo "   $1 $name round $3 done" >&2
 }
 
 say "guest: $(nproc) vCPUs, image $IMG_SIZE on tmpfs, $QUEUES queues x $QSIZE"
+start_vduse || { echo "cannot start vduse-blk: $(cat "$W/vduse.log")" >&2; exit 1; }
+start_qsd || { echo "cannot start qsd: $(cat "$W/qsd.log")" >&2; exit 1; }
+IMPLS=(vduse-blk qsd)
+if [[ ${BENCH_POLL_PEER:-0} == 1 ]]; then
+  start_vduse_poll || { echo "cannot start vduse-blk --wait poll: $(cat "$W/vpoll.log")" >&2; exit 1; }
+  IMPLS+=(vduse-poll)
+fi
+for impl in "${IMPLS[@]}"; do [[ -n ${DEVS[$impl]} ]] || { echo "no device for $impl" >&2; exit 1; }; done
+say "vduse-blk on /dev/${DEVS[vduse-blk]}, qemu-storage-daemon on /dev/${DEVS[qsd]}"
 for round in $(seq "$ROUNDS"); do
-  order=(vduse-blk qsd); ((round % 2 == 0)) && order=(qsd vduse-blk)
-  for impl in "${order[@]}"; do
-    say "round $round: $impl"
-    DEV=
-    start_impl "$impl" || { echo "cannot start $impl: $(cat "$W/daemon.log")" >&2; exit 1; }
-    run_jobs "$impl" "$DEV" "$round"
-    stop_impl
+  order=("${IMPLS[@]}")
+  ((round % 2 == 0)) && { order=(); for ((k = ${#IMPLS[@]} - 1; k >= 0; k--)); do order+=("${IMPLS[k]}"); done; }
+  say "round $round (${order[*]})"
+  for spec in "${JOBS[@]}"; do
+    for impl in "${order[@]}"; do run_job "$impl" "${DEVS[$impl]}" "$round" "$spec"; done
   done
 done
+stop_all
 if modprobe null_blk nr_devices=1 queue_mode=2 submit_queues="$QUEUES" gb=1 2>/dev/null; then
   say "null_blk (block layer ceiling)"
-  run_jobs null_blk nullb0 1
+  for spec in "${JOBS[@]}"; do run_job null_blk nullb0 1 "$spec"; done
   rmmod null_blk
 else
   echo "null_blk not available: ceiling row skipped" >&2
 fi
-mkdir -p "$OUTDIR"
-python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1])], indent=1))' "$RAW" \
-  >"$OUTDIR/guest-bench.json"

@@ -25,11 +25,12 @@ for job in jobs:
     metric = "mib_s" if job.startswith("seq") else "iops"
     q = mean(acc[(job, "qsd")], metric)
     v = mean(acc[(job, "vduse-blk")], metric)
-    for impl in ("vduse-blk", "qsd", "null_blk"):
+    for impl in ("vduse-blk", "vduse-poll", "qsd", "null_blk"):
         xs = acc[(job, impl)]
         if not xs:
             continue
-        ratio = f'{v / q:7.2f}x' if impl == "vduse-blk" and q > 0 else ""
+        mine = mean(xs, metric)
+        ratio = f'{mine / q:7.2f}x' if impl.startswith("vduse") and q > 0 else ""
         print(f'{job:<22}{impl:<11}{mean(xs, "iops"):>10.0f}{mean(xs, "mib_s"):>9.1f}'
               f'{mean(xs, "mean_us"):>10.0f}{mean(xs, "p99_us"):>10.0f}{ratio:>8}')
     n = mean(acc[(job, "null_blk")], metric)
