@@ -70,13 +70,15 @@ let package = Package(
         // Harnesses and invariants; fuzz-* are libFuzzer binaries when built by scripts/fuzz.sh and
         // input replayers otherwise; FuzzRegressionTests replays the corpora and every past finding.
         .target(name: "FuzzHarness", dependencies: [
-            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "CVDUSE",
+            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "CVDUSE", "ZstdImage",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftGnu),
         .executableTarget(name: "fuzz-queue", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
         .executableTarget(name: "fuzz-control", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
         .executableTarget(name: "fuzz-parse", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzHarness", "BlockBackends"], swiftSettings: swiftGnu),
+        .executableTarget(name: "fuzz-zstd", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzHarness", "BlockBackends", "ZstdImage"],
+                    swiftSettings: swiftGnu),
         // ---- end of fuzzing block --------------------------------------------------------------------
     ],
     swiftLanguageModes: [.v6]

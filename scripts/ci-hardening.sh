@@ -5,8 +5,12 @@
 #   3. the engine, controller and fuzz-regression tests under ThreadSanitizer
 #      (swift test --sanitize=thread --filter "$TSAN_FILTER").
 # Runs every step, then fails if any step failed (a fuzz finding prints the
-# crash file's path). Sanitizer builds use their own scratch paths
-# (.build-asan, .build-tsan, .build-fuzz) so they never disturb .build.
+# crash file's path). Measured from empty build folders on the 2-core dev VM
+# (a QEMU guest busy beside it): 524 s in all - fuzz build 88 s + 4 x 45 s,
+# ASan 142 s (build + 125 tests), TSan 104 s (build + 33 tests). TSAN_FILTER=.
+# runs every test under TSan too (+~50 s; all clean when measured). Sanitizer
+# builds use their own scratch paths (.build-asan, .build-tsan, .build-fuzz)
+# so they never disturb .build.
 # Env: FUZZ_SECONDS, ASAN_FILTER (default: all tests), TSAN_FILTER
 #      (default: BlockEngineTests|FuzzRegressionTests), HARDENING_NICE (default 10),
 #      FUZZ_SCRATCH / ASAN_SCRATCH / TSAN_SCRATCH (build folders),

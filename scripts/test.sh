@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # test.sh - every test: release build (no warnings allowed), the unit and
 # simulated-driver suite (swift test), then the end-to-end suite against the
-# real kernel inside a QEMU guest (scripts/guest-suite.sh).
-#   VDUSE_SKIP_GUEST=1  skip the guest suite (unit tests only)
+# real kernel inside a QEMU guest (scripts/guest-suite.sh), then hostile-input
+# hardening: every libFuzzer target for a bounded time and the unit tests under
+# AddressSanitizer and ThreadSanitizer (scripts/ci-hardening.sh).
+#   VDUSE_SKIP_GUEST=1      skip the guest suite
+#   VDUSE_SKIP_HARDENING=1  skip fuzzing and sanitizers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
@@ -18,7 +21,14 @@ rm -f "$log"
 echo "== unit and simulated-driver tests"
 swift test --disable-swift-testing 2>&1 | tail -n 40
 
+hardening=0
+if [[ ${VDUSE_SKIP_HARDENING:-0} != 1 && -f scripts/ci-hardening.sh ]]; then
+  echo "== hardening: fuzz targets, AddressSanitizer, ThreadSanitizer"
+  bash scripts/ci-hardening.sh || hardening=1
+fi
+
 if [[ ${VDUSE_SKIP_GUEST:-0} != 1 ]]; then
   echo "== end-to-end suite in the guest"
-  bash scripts/guest-suite.sh
+  bash scripts/guest-suite.sh || exit 1
 fi
+if ((hardening)); then echo "hardening failed (see above)"; exit 1; fi

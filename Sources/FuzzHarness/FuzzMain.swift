@@ -35,6 +35,8 @@ public enum FuzzMain {
             print("usage: fuzz-\(name) FILE|DIR...   (replays inputs; scripts/fuzz.sh builds the libFuzzer binary)")
             exit(paths.isEmpty ? 2 : 0)
         }
+        // FUZZ_SLOW_MS=N: name every input that takes longer than N ms.
+        let slowMs = getenv("FUZZ_SLOW_MS").flatMap { Double(String(cString: $0)) }
         var count = 0
         for path in paths {
             for file in files(path) {
@@ -42,7 +44,12 @@ public enum FuzzMain {
                     print("cannot read \(file)")
                     exit(1)
                 }
+                var t0 = timespec(), t1 = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &t0)
                 bytes.withUnsafeBytes { body($0) }
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+                let ms = Double(t1.tv_sec - t0.tv_sec) * 1e3 + Double(t1.tv_nsec - t0.tv_nsec) / 1e6
+                if let slowMs, ms > slowMs { print("slow: \(file) \(ms) ms") }
                 count += 1
             }
         }

@@ -31,7 +31,7 @@ public struct BlkDeviceParameters: Sendable, Equatable {
         self.serial = Array(serial.utf8.prefix(BlkProtocol.serialLength))
         self.numQueues = numQueues
         self.queueSize = queueSize
-        self.segMax = UInt32(min(Int(queueSize) - 2, 254))
+        self.segMax = UInt32(max(1, min(Int(queueSize) - 2, 254)))
         self.sizeMax = 1 << 20
         self.discard = discard && !readOnly
         self.writeZeroes = writeZeroes && !readOnly

@@ -27,7 +27,8 @@ public struct ImageHeader: Sendable, Equatable {
 
     /// Number of data frames (chunks).
     public var chunkCount: Int {
-        Int((logicalSize + UInt64(chunkSize) - 1) / UInt64(chunkSize))
+        // Rounded up without `logicalSize + chunkSize - 1`, which overflows near UInt64.max.
+        Int(logicalSize / UInt64(chunkSize) + (logicalSize % UInt64(chunkSize) == 0 ? 0 : 1))
     }
 
     /// Uncompressed bytes of chunk `index`.
@@ -96,7 +97,8 @@ public struct ImageHeader: Sendable, Equatable {
         guard logical > 0 else { throw .badHeader("the image is empty") }
         let header = ImageHeader(logicalSize: logical, chunkSize: Int(chunk), level: Int32(bitPattern: level),
                                  contentDigest: digest)
-        guard UInt64(count) == (logical + UInt64(chunk) - 1) / UInt64(chunk),
+        // (Hostile sizes near UInt64.max must not overflow the rounding up.)
+        guard UInt64(count) == logical / UInt64(chunk) + (logical % UInt64(chunk) == 0 ? 0 : 1),
               Int(count) < ImageLayout.maxFrames else {
             throw .badHeader("\(count) chunks cannot hold \(logical) bytes in chunks of \(chunk)")
         }
