@@ -8,6 +8,9 @@
 #   VDUSE_SKIP_HARDENING=1  skip fuzzing and sanitizers
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A non-login shell may lack the toolchain's PATH entry (/etc/profile.d/swift.sh).
+if ! command -v swift >/dev/null && [[ -r /etc/profile.d/swift.sh ]]; then source /etc/profile.d/swift.sh; fi
+if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then export PATH=/opt/swift/usr/bin:$PATH; fi
 bash scripts/setup-host.sh
 
 echo "== release build"
