@@ -18,7 +18,7 @@ final class ZstdQueueBackend: QueueBackend {
     private let cache: ChunkCache?
     private let readahead: ChunkPrefetcher?
     private let decoder: ChunkDecoder
-    private let completions: CompletionQueue
+    private let completions: CompletionRing
     /// Decompression target; swapped with a cache buffer on insert.
     private var chunkBuffer: UnsafeMutableRawPointer
     /// The chunk `chunkBuffer` holds (-1: none).
@@ -37,7 +37,7 @@ final class ZstdQueueBackend: QueueBackend {
         self.readahead = readahead
         decoder = try ChunkDecoder(image: image)
         capacity = depth
-        completions = CompletionQueue(capacity: depth)
+        completions = CompletionRing(capacity: depth)
         chunkBuffer = .allocate(byteCount: image.chunkSize, alignment: 4096)
         scratch = .allocate(capacity: Self.scratchCount)
         capacityBytes = image.logicalSize
