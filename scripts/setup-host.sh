@@ -4,6 +4,7 @@
 # scripts/run-in-guest.sh on first use and cached.
 set -euo pipefail
 pkgs=(liburing-dev libaio-dev libzstd-dev zstd fio e2fsprogs util-linux iproute2 kmod
+      libcurl4-openssl-dev libssl-dev nginx-light curl
       qemu-system-x86 qemu-system-common busybox-static xz-utils file python3-venv gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,12 +1,17 @@
-/// A parsed `--backend` argument: `file:PATH` (more kinds to come). Untrusted
-/// text: anything else is a clear error naming the known kinds.
+/// A parsed `--backend` argument: `file:PATH`, `zstd:IMAGE,...` or a remote
+/// object (`http://`, `https://`, `s3://`). Untrusted text: anything else is
+/// a clear error naming the known kinds.
 public enum BackendSpec: Equatable, Sendable {
     case file(path: String)
     /// `zstd:IMAGE[,overlay=PATH][,cache=SIZE]`: a zstd seekable image, read-only
     /// unless an overlay file takes the writes (paths may not contain commas).
     case zstd(image: String, overlay: String?, cacheBytes: UInt64?)
+    /// `http://HOST/PATH[,OPTION...]`, `https://...` or `s3://BUCKET/KEY[,OPTION...]`
+    /// (`http:URL` is accepted too): the URL and its `key=value` options, unparsed
+    /// (the remote backend validates them). A comma inside the URL must be written %2C.
+    case remote(url: String, options: [String])
 
-    public static let knownKinds = ["file", "zstd"]
+    public static let knownKinds = ["file", "zstd", "http", "https", "s3"]
 
     public static func parse(_ text: String) throws(BackendError) -> BackendSpec {
         // Split on Unicode scalars, not Characters: a path may begin with a
@@ -24,6 +29,8 @@ public enum BackendSpec: Equatable, Sendable {
             return .file(path: rest)
         case "zstd":
             return try parseZstd(rest)
+        case "http", "https", "s3":
+            return try parseRemote(kind: kind, rest)
         default:
             throw .invalidSpec("unknown backend '\(kind)' (known: \(knownKinds.joined(separator: ", ")))")
         }
@@ -51,5 +58,25 @@ extension BackendSpec {
             }
         }
         return .zstd(image: image, overlay: overlay, cacheBytes: cache)
+    }
+}
+
+extension BackendSpec {
+    static func parseRemote(kind: String, _ rest: String) throws(BackendError) -> BackendSpec {
+        guard !rest.utf8.contains(0) else { throw .invalidSpec("URL contains a NUL byte") }
+        let parts = rest.unicodeScalars.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        var url = parts[0]
+        if url.hasPrefix("//") {
+            url = kind + ":" + url
+        } else if kind != "s3", url.hasPrefix("http://") || url.hasPrefix("https://") {
+            // `http:URL`: the URL follows the kind.
+        } else {
+            throw .invalidSpec("\(kind): expected \(kind)://HOST/PATH, got '\(kind):\(url)'")
+        }
+        let options = Array(parts.dropFirst())
+        for option in options where !option.unicodeScalars.contains("=") {
+            throw .invalidSpec("\(kind): option '\(option)' is not KEY=VALUE")
+        }
+        return .remote(url: url, options: options)
     }
 }

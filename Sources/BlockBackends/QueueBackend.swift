@@ -111,3 +111,9 @@ public protocol EventWaitingBackend: QueueBackend {
     /// Events that fired (bit per slot) since the last call; those slots are now disarmed.
     func takeFiredEvents() -> UInt32
 }
+
+/// A backend with counters worth showing (`vduse-blk stats NAME`): name/value
+/// pairs in a stable order, readable from any thread.
+public protocol BackendStatistics: Sendable {
+    func statistics() -> [(String, UInt64)]
+}

@@ -2,21 +2,26 @@ import Glibc
 import SystemPackage
 
 /// A failed system call: its name and the `Errno` it reported.
-struct SyscallError: Error, Equatable, CustomStringConvertible {
-    var call: String
-    var errno: Errno
+public struct SyscallError: Error, Equatable, CustomStringConvertible {
+    public var call: String
+    public var errno: Errno
+
+    public init(call: String, errno: Errno) {
+        self.call = call
+        self.errno = errno
+    }
 
     /// The negated errno, as data-path completions carry it.
-    var negated: Int32 { -errno.rawValue }
+    public var negated: Int32 { -errno.rawValue }
 
-    var description: String { "\(call): \(errno)" }
+    public var description: String { "\(call): \(errno)" }
 }
 
 /// Runs `body`, a libc call that returns a negative value and sets `errno`
 /// on failure (or, with `returnsNegatedErrno`, one that returns `-errno`
 /// itself, like the C shims), retrying while it fails with `EINTR`.
-@inline(__always)
-func sysCall<T: FixedWidthInteger & SignedInteger>(
+@inlinable
+public func sysCall<T: FixedWidthInteger & SignedInteger>(
     _ call: String, returnsNegatedErrno: Bool = false, _ body: () -> T
 ) throws(SyscallError) -> T {
     while true {

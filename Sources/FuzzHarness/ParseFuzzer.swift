@@ -74,6 +74,8 @@ public enum ParseFuzzer {
             if let overlay { s += ",overlay=\(overlay)" }
             if let cache { s += ",cache=\(format(cache))" }
             return s
+        case .remote(let url, let options):
+            return ([url] + options).joined(separator: ",")
         }
     }
 
@@ -98,6 +100,10 @@ public enum ParseFuzzer {
             fuzzCheck(!image.isEmpty && !image.utf8.contains(0), "zstd spec with image '\(image)'")
             if let overlay { fuzzCheck(!overlay.isEmpty, "empty overlay path") }
             if let cache { fuzzCheck(cache <= UInt64(Int64.max), "cache \(cache)") }
+        case .remote(let url, let options):
+            fuzzCheck(url.hasPrefix("http://") || url.hasPrefix("https://") || url.hasPrefix("s3://"), "remote URL '\(url)'")
+            fuzzCheck(!url.unicodeScalars.contains(",") && !url.utf8.contains(0), "remote URL '\(url)' holds a comma or NUL")
+            for o in options { fuzzCheck(o.unicodeScalars.contains("="), "remote option '\(o)' without '='") }
         }
         let again = format(spec)
         do {

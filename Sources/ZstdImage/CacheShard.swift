@@ -96,6 +96,17 @@ final class CacheShard: @unchecked Sendable {
         buffer = replacement ?? .allocate(byteCount: chunkSize, alignment: 4096)
     }
 
+    /// Forgets chunk `index` (bad data): its slot becomes the next one evicted.
+    func remove(_ index: Int) {
+        lock.withLock {
+            guard let slot = slotOf[index] else { return }
+            slotOf[index] = nil
+            keys[Int(slot)] = -1
+            unlink(slot)
+            linkBack(slot)
+        }
+    }
+
     /// (hits, misses, chunks held).
     func statistics() -> (hits: Int, misses: Int, held: Int) {
         lock.withLock { (hits, misses, used) }
@@ -114,6 +125,14 @@ final class CacheShard: @unchecked Sendable {
         if n >= 0 { prev[Int(n)] = p } else { tail = p }
         prev[Int(slot)] = -1
         next[Int(slot)] = -1
+    }
+
+    private func linkBack(_ slot: Int32) {
+        next[Int(slot)] = -1
+        prev[Int(slot)] = tail
+        if tail >= 0 { next[Int(tail)] = slot }
+        tail = slot
+        if head < 0 { head = slot }
     }
 
     private func linkFront(_ slot: Int32) {

@@ -38,6 +38,9 @@ public final class ChunkCache: Sendable {
         shard(index).insert(index, buffer: &buffer)
     }
 
+    /// Drops chunk `index` if cached (its bytes were found bad).
+    public func remove(_ index: Int) { shard(index).remove(index) }
+
     /// Totals over all shards.
     public func statistics() -> (hits: Int, misses: Int, held: Int) {
         var total = (hits: 0, misses: 0, held: 0)

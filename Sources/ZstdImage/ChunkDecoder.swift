@@ -11,9 +11,12 @@ public final class ChunkDecoder {
     private let decompressor: FrameDecompressor
     private let frame: UnsafeMutableRawPointer
     private let frameCapacity: Int
+    private let source: any ImageByteSource
 
-    public init(image: SeekableImage) throws(ZstdImageError) {
+    /// A decoder reading frames from `source` (by default the image's own).
+    public init(image: SeekableImage, source: (any ImageByteSource)? = nil) throws(ZstdImageError) {
         self.image = image
+        self.source = source ?? image.source
         decompressor = try FrameDecompressor(chunkSize: image.chunkSize)
         frameCapacity = ImageLayout.maxFrameSize(chunkSize: image.chunkSize)
         frame = .allocate(byteCount: frameCapacity, alignment: 64)
@@ -32,7 +35,7 @@ public final class ChunkDecoder {
         guard size <= frameCapacity else {
             throw .frameSizesInconsistent("chunk \(index)'s frame is \(size) bytes")
         }
-        try image.file.read(into: frame, count: size, at: table.offsets[index])
+        try source.read(into: frame, count: size, at: table.offsets[index])
         let magic = loadLE32(frame, 0)
         guard magic == ImageLayout.zstdFrameMagic else {
             throw .badMagic(what: "chunk \(index)'s frame at offset \(table.offsets[index])",

@@ -3,19 +3,19 @@ import Glibc
 /// A position inside a guest request's scatter list: copies bytes in or out
 /// and moves data between a file and the next bytes of the list. Holds no
 /// memory of its own except a borrowed scratch iovec array for vectored calls.
-struct IovecCursor {
+public struct IovecCursor {
     let iovecs: UnsafePointer<iovec>
     let count: Int
     private var index = 0
     private var skip = 0
 
-    init(_ iovecs: UnsafePointer<iovec>, count: Int) {
+    public init(_ iovecs: UnsafePointer<iovec>, count: Int) {
         self.iovecs = iovecs
         self.count = count
     }
 
     /// Copies `length` bytes from `source` into the list (read side).
-    mutating func copyIn(from source: UnsafeRawPointer, length: Int) {
+    public mutating func copyIn(from source: UnsafeRawPointer, length: Int) {
         var done = 0
         while done < length && index < count {
             let piece = iovecs[index]
@@ -30,7 +30,7 @@ struct IovecCursor {
     }
 
     /// Fills `length` bytes of the list with zeroes.
-    mutating func zero(length: Int) {
+    public mutating func zero(length: Int) {
         var done = 0
         while done < length && index < count {
             let piece = iovecs[index]
@@ -45,7 +45,7 @@ struct IovecCursor {
     /// preadv (`write == false`) or pwritev of the next `length` bytes of the
     /// list at `fileOffset`, using `scratch` (capacity `scratchCount`) for the
     /// sub-list. Returns 0, or a negated errno; end of file on a read yields zeroes.
-    mutating func transfer(write: Bool, fd: Int32, fileOffset: UInt64, length: Int,
+    public mutating func transfer(write: Bool, fd: Int32, fileOffset: UInt64, length: Int,
                            scratch: UnsafeMutablePointer<iovec>, scratchCount: Int) -> Int32 {
         var remaining = length
         var position = fileOffset
@@ -87,7 +87,7 @@ struct IovecCursor {
     }
 
     /// Moves past `length` bytes without touching them.
-    mutating func skipBytes(_ length: Int) {
+    public mutating func skipBytes(_ length: Int) {
         var done = 0
         while done < length && index < count {
             let room = iovecs[index].iov_len - skip

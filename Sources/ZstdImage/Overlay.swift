@@ -12,13 +12,13 @@ import Synchronization
 /// + 1, per-page and header checksums) and fdatasyncs again. A slot torn by a
 /// crash fails its checksums on open and the other, older slot is used.
 /// Everything below `flushLock` is guarded by it; the map is lock-free.
-final class Overlay: @unchecked Sendable {
+public final class Overlay: @unchecked Sendable {
     let path: String
     let file: PosixFile
     let layout: OverlayLayout
     let map: OverlayMap
     /// Set on open when a damaged map slot was passed over (worth a warning).
-    let recoveryNote: String?
+    public let recoveryNote: String?
     /// Data was written since the last flush.
     let dataWritten = Atomic<Bool>(false)
     /// Skip the final flush on deinit (tests simulating a crash).
@@ -61,7 +61,12 @@ final class Overlay: @unchecked Sendable {
 
     /// Opens the overlay at `path` for `image`, creating it if missing.
     static func open(path: String, image: SeekableImage) throws(ZstdImageError) -> Overlay {
-        if access(path, F_OK) != 0 { try create(path: path, image: image) }
+        try open(path: path, base: OverlayBase(image: image))
+    }
+
+    /// Opens the overlay at `path` over `baseImage`, creating it if missing.
+    public static func open(path: String, base baseImage: OverlayBase) throws(ZstdImageError) -> Overlay {
+        if access(path, F_OK) != 0 { try create(path: path, base: baseImage) }
         let file = try PosixFile.open(path, flags: O_RDWR)
         if flock(file.fd, LOCK_EX | LOCK_NB) != 0 {
             if errno == EWOULDBLOCK { throw .overlayBusy(path: path) }
@@ -70,13 +75,13 @@ final class Overlay: @unchecked Sendable {
         let size = try file.size()
         let superblock = try OverlaySuperblock.decode(
             try readOrCorrupt(file, count: OverlayLayout.superblockSize, at: 0, what: "superblock"), path: path)
-        let base = OverlaySuperblock.BaseIdentity(image)
+        let base = baseImage.identity
         guard superblock.base == base else {
-            throw .overlayMismatch("\(path) was made for a base of \(superblock.base); \(image.path) has \(base)")
+            throw .overlayMismatch("\(path) was made for a base of \(superblock.base); \(baseImage.name) has \(base)")
         }
         let layout = superblock.layout
-        guard layout.capacity == image.logicalSize else {
-            throw .overlayMismatch("\(path) covers \(layout.capacity) bytes, the image has \(image.logicalSize)")
+        guard layout.capacity == baseImage.logicalSize else {
+            throw .overlayMismatch("\(path) covers \(layout.capacity) bytes, the image has \(baseImage.logicalSize)")
         }
         guard size >= layout.dataOffset else {
             throw .overlayCorrupt("\(path) is \(size) bytes, its map slots end at \(layout.dataOffset)")
@@ -157,10 +162,10 @@ final class Overlay: @unchecked Sendable {
         return .success(header)
     }
 
-    /// Writes a fresh overlay for `image` at `path` (via a temporary name).
-    private static func create(path: String, image: SeekableImage) throws(ZstdImageError) {
-        let layout = try OverlayLayout(capacity: image.logicalSize)
-        let superblock = OverlaySuperblock(layout: layout, base: OverlaySuperblock.BaseIdentity(image))
+    /// Writes a fresh overlay over `base` at `path` (via a temporary name).
+    private static func create(path: String, base: OverlayBase) throws(ZstdImageError) {
+        let layout = try OverlayLayout(capacity: base.logicalSize)
+        let superblock = OverlaySuperblock(layout: layout, base: base.identity)
         let partial = path + ".partial"
         let file = try PosixFile.open(partial, flags: O_RDWR | O_CREAT | O_TRUNC)
         do throws(ZstdImageError) {
@@ -183,7 +188,7 @@ final class Overlay: @unchecked Sendable {
     }
 
     /// Makes every completed write durable: 0, or a negated errno.
-    func flush() -> Int32 {
+    public func flush() -> Int32 {
         flushLock.lock()
         defer { flushLock.unlock() }
         let mapChanged = map.changed.exchange(false, ordering: .acquiringAndReleasing)

@@ -1,7 +1,7 @@
 import Glibc
 
 /// An opened, validated zstd seekable image: its header, its seek table and
-/// the read-only file they came from. Opening checks everything that can be
+/// the read-only source (a file, or a cached remote object) they came from. Opening checks everything that can be
 /// checked without decompressing (magics, the header checksum, that the seek
 /// table lies inside the file and that the frame sizes add up exactly to the
 /// file); frames themselves are checked by `ChunkDecoder` when read. Never
@@ -13,31 +13,37 @@ public final class SeekableImage: Sendable {
     public let table: SeekTable
     /// Bytes of the image file.
     public let fileSize: UInt64
-    let file: PosixFile
+    /// Where frames are read from (shared by every queue's decoder unless it brings its own).
+    public let source: any ImageByteSource
 
     public var logicalSize: UInt64 { header.logicalSize }
     public var chunkSize: Int { header.chunkSize }
     public var chunkCount: Int { header.chunkCount }
 
-    private init(path: String, header: ImageHeader, table: SeekTable, fileSize: UInt64, file: PosixFile) {
+    private init(path: String, header: ImageHeader, table: SeekTable, fileSize: UInt64, source: any ImageByteSource) {
         self.path = path
         self.header = header
         self.table = table
         self.fileSize = fileSize
-        self.file = file
+        self.source = source
     }
 
     /// Opens and validates the image at `path`.
     public static func open(path: String) throws(ZstdImageError) -> SeekableImage {
-        let file = try PosixFile.open(path, flags: O_RDONLY)
-        let fileSize = try file.size()
+        try open(source: FileByteSource(file: PosixFile.open(path, flags: O_RDONLY)))
+    }
+
+    /// Opens and validates the image held by `source` (reads its header and seek table).
+    public static func open(source: any ImageByteSource) throws(ZstdImageError) -> SeekableImage {
+        let path = source.sourceName
+        let fileSize = source.byteCount
         let minimum = UInt64(ImageHeader.frameSize + SeekTable.frameBytes(entries: 1))
         guard fileSize >= minimum else {
             throw .truncated("\(path) is \(fileSize) bytes, an image needs at least \(minimum)")
         }
-        let header = try ImageHeader.decode(try file.read(count: ImageHeader.frameSize, at: 0))
+        let header = try ImageHeader.decode(try source.readBytes(count: ImageHeader.frameSize, at: 0))
         let footerSize = UInt64(ImageLayout.seekTableFooterSize)
-        let entries = try SeekTable.entryCount(footer: try file.read(count: Int(footerSize),
+        let entries = try SeekTable.entryCount(footer: try source.readBytes(count: Int(footerSize),
                                                                       at: fileSize - footerSize))
         let tableBytes = UInt64(SeekTable.frameBytes(entries: entries))
         guard tableBytes <= fileSize - UInt64(ImageHeader.frameSize) else {
@@ -46,9 +52,9 @@ public final class SeekableImage: Sendable {
         guard entries == header.chunkCount + 1 else {
             throw .frameSizesInconsistent("the seek table lists \(entries) frames, the header implies \(header.chunkCount + 1)")
         }
-        let table = try SeekTable.decode(try file.read(count: Int(tableBytes), at: fileSize - tableBytes),
+        let table = try SeekTable.decode(try source.readBytes(count: Int(tableBytes), at: fileSize - tableBytes),
                                          header: header, fileSize: fileSize)
-        return SeekableImage(path: path, header: header, table: table, fileSize: fileSize, file: file)
+        return SeekableImage(path: path, header: header, table: table, fileSize: fileSize, source: source)
     }
 
     /// Index of the chunk holding byte `offset` of the raw image.

@@ -86,30 +86,14 @@ final class ZstdQueueBackend: QueueBackend {
         for i in 0..<count { total &+= UInt64(iovecs[i].iov_len) }
         guard total <= UInt64(Int32.max), inRange(offset, total) else { return -EIO }
         var cursor = IovecCursor(iovecs, count: count)
-        var position = offset
-        let end = offset + total
-        while position < end {
-            var runEnd = end
-            if let overlay {
-                let sector = position / OverlayLayout.sectorSize
-                let last = (end - 1) / OverlayLayout.sectorSize
-                let run = overlay.map.run(from: sector, limit: last - sector + 1)
-                runEnd = min(end, (sector + run.length) * OverlayLayout.sectorSize)
-                if run.allocated {
-                    let rc = cursor.transfer(write: false, fd: overlay.file.fd,
-                                             fileOffset: overlay.layout.dataOffset + position,
-                                             length: Int(runEnd - position), scratch: scratch,
-                                             scratchCount: Self.scratchCount)
-                    if rc < 0 { return rc }
-                    position = runEnd
-                    continue
-                }
-            }
-            let rc = readBase(from: position, to: runEnd, into: &cursor)
-            if rc < 0 { return rc }
-            position = runEnd
+        let rc: Int32
+        if let overlay {
+            rc = overlay.readMerged(offset: offset, total: total, cursor: &cursor, scratch: scratch,
+                                    scratchCount: Self.scratchCount) { from, to, c in readBase(from: from, to: to, into: &c) }
+        } else {
+            rc = readBase(from: offset, to: offset + total, into: &cursor)
         }
-        return Int32(total)
+        return rc < 0 ? rc : Int32(total)
     }
 
     /// Copies base bytes `[from, to)` out of their chunks.
@@ -154,20 +138,13 @@ final class ZstdQueueBackend: QueueBackend {
         var total: UInt64 = 0
         for i in 0..<count { total &+= UInt64(iovecs[i].iov_len) }
         guard total <= UInt64(Int32.max), inRange(offset, total) else { return -EIO }
-        guard offset % OverlayLayout.sectorSize == 0, total % OverlayLayout.sectorSize == 0 else { return -EINVAL }
-        var cursor = IovecCursor(iovecs, count: count)
-        let rc = cursor.transfer(write: true, fd: overlay.file.fd, fileOffset: overlay.layout.dataOffset + offset,
-                                 length: Int(total), scratch: scratch, scratchCount: Self.scratchCount)
-        if rc < 0 { return rc }
-        overlay.noteWritten(offset: offset, length: total)
-        return Int32(total)
+        return overlay.write(offset: offset, total: total, iovecs: iovecs, count: count, scratch: scratch,
+                             scratchCount: Self.scratchCount)
     }
 
     private func zero(offset: UInt64, length: UInt64) -> Int32 {
         guard let overlay else { return -EBADF }
         guard inRange(offset, length) else { return -EIO }
-        guard offset % OverlayLayout.sectorSize == 0, length % OverlayLayout.sectorSize == 0 else { return -EINVAL }
-        if length == 0 { return 0 }
-        return overlay.zeroRange(offset: offset, length: length)
+        return overlay.zero(offset: offset, length: length)
     }
 }

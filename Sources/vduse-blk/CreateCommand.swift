@@ -2,6 +2,7 @@ import ArgumentParser
 import BlockBackends
 import Glibc
 import Logging
+import RemoteImage
 import VDUSEDevice
 import VirtioBlk
 import ZstdImage
@@ -16,8 +17,16 @@ struct CreateCommand: ParsableCommand {
     @Argument(help: "Device name (also the vdpa device name).")
     var name: String
 
-    @Option(help: "Storage backend: file:PATH (a raw image file or a block device), or zstd:IMAGE[,overlay=PATH][,cache=SIZE].")
+    @Option(help: ArgumentHelp(
+        "Storage backend: file:PATH (a raw image file or a block device), zstd:IMAGE[,overlay=PATH][,cache=SIZE], or a remote image http(s)://HOST/PATH or s3://BUCKET/KEY[,OPTION=VALUE...].",
+        discussion: "Remote options: \(RemoteOptions.knownOptions.joined(separator: ", ")). S3 credentials, region and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL."))
     var backend: String
+
+    @Flag(help: "Remote images: warm the whole image into the caches in the background.")
+    var prefetch = false
+
+    @Option(name: .customLong("prefetch-rate"), help: "Remote images: bytes per second --prefetch may fetch (e.g. 50M).")
+    var prefetchRate: String = "64M"
 
     @Option(help: "Image size (e.g. 256M, 10G): creates a sparse file if missing, grows a smaller one.")
     var size: String?
@@ -118,6 +127,14 @@ struct CreateCommand: ParsableCommand {
                 let zstd = try ZstdBackendFactory.open(image: image, overlay: overlay, cacheBytes: cacheBytes)
                 if let note = zstd.recoveryNote { logger.warning("\(note)") }
                 factory = zstd
+            case .remote(let url, var options):
+                if sizeBytes != nil { throw BackendError.invalidSpec("--size does not apply to remote images") }
+                if prefetch, !options.contains(where: { $0.hasPrefix("prefetch=") }) {
+                    options.append("prefetch=\(prefetchRate)")
+                }
+                let remote = try RemoteBackendFactory.open(url: url, options: options, logger: logger)
+                for note in remote.notes { logger.info("\(note)") }
+                factory = remote
             }
             let g = factory.geometry
             guard g.capacityBytes >= UInt64(blockSize) else {
@@ -147,10 +164,14 @@ struct CreateCommand: ParsableCommand {
                 throw CLIFailure(message: error.description)
             }
         }
+        let publisher = (factory as? any BackendStatistics).map { StatsPublisher(source: $0, name: name) }
+        publisher?.start()
         var sig: Int32 = 0
         sigwait(&set, &sig)
         logger.info("signal \(sig): shutting down")
         device.shutdown()
+        publisher?.stop()
+        (factory as? RemoteBackendFactory)?.shutdown()
     }
 }
 

@@ -1,0 +1,184 @@
+import BlockBackends
+import Glibc
+import Logging
+import ZstdImage
+
+/// A backend over an image in HTTP(S) or S3 object storage, fetched lazily
+/// in chunks and cached in memory and on local disk; a raw image or a zstd
+/// seekable image (then decompressed locally). Writes go to an overlay file
+/// when one is given; the remote object is never modified. Owns the store
+/// (fetcher thread, tiers), the optional overlay and zstd state, and the
+/// optional prefetcher; queue handles share them.
+public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendable {
+    public let options: RemoteOptions
+    public let endpoint: RemoteEndpoint
+    public let geometry: BackendGeometry
+    public let store: RemoteChunkStore
+    public let isCompressed: Bool
+    /// Open-time facts worth logging (disk cache reused or reset, overlay recovery).
+    public let notes: [String]
+    let object: ObjectInfo
+    let overlay: Overlay?
+    let zstdImage: SeekableImage?
+    let zstdCache: ChunkCache?
+    private var prefetcher: RemotePrefetcher?
+
+    public var summary: String {
+        var parts = ["\(endpoint.displayName) (\(isCompressed ? "zstd" : "raw"), \(humanBytes(object.size)))"]
+        parts.append(options.overlayPath.map { "overlay \($0)" } ?? "ro")
+        parts.append("chunks \(humanBytes(UInt64(options.chunkSize))), memory \(humanBytes(options.memoryBytes))")
+        parts.append(options.cacheDirectory.map { "disk cache in \($0)" } ?? "no disk cache")
+        return parts.joined(separator: ", ")
+    }
+
+    public var stats: RemoteStats { store.stats }
+
+    /// Probes the object, opens the caches, detects the format, opens the overlay.
+    public init(options: RemoteOptions, logger: Logger) throws(RemoteError) {
+        self.options = options
+        endpoint = try RemoteEndpoint.resolve(options)
+        let policy = FetchPolicy(options)
+        let object = try ObjectProbe.probe(endpoint, policy: policy, logger: logger)
+        self.object = object
+        var notes: [String] = []
+        if object.etag == nil && object.lastModified == nil {
+            notes.append("\(endpoint.displayName) has neither ETag nor Last-Modified: a changed object can only be detected by its size")
+        }
+        var disk: DiskChunkCache?
+        if let dir = options.cacheDirectory {
+            let key = String(sha256Hex(Array("\(endpoint.url)|\(options.chunkSize)".utf8)).prefix(32))
+            disk = try DiskChunkCache(directory: dir, key: key,
+                                      identity: .init(objectSize: object.size, chunkSize: options.chunkSize,
+                                                      validator: object.validator), logger: logger)
+            notes.append(disk!.openNote)
+        }
+        let stats = RemoteStats()
+        let fetcher = try RangeFetcher(endpoint: endpoint, objectSize: object.size, chunkSize: options.chunkSize,
+                                       connections: options.connections, policy: policy, etag: object.etag,
+                                       lastModified: object.lastModified, stats: stats, logger: logger)
+        let store = try RemoteChunkStore(objectSize: object.size, chunkSize: options.chunkSize,
+                                         memoryBytes: options.memoryBytes, disk: disk, fetcher: fetcher, stats: stats,
+                                         name: endpoint.displayName, logger: logger)
+        self.store = store
+        fetcher.start()
+        do {
+            let compressed = try Self.detectCompressed(options.format, store: store, name: endpoint.displayName)
+            isCompressed = compressed
+            var base: OverlayBase
+            if compressed {
+                let image = try Self.openCompressed(store: store, name: endpoint.displayName)
+                guard image.logicalSize % 512 == 0 else {
+                    throw RemoteError.image("\(endpoint.displayName) holds \(image.logicalSize) bytes, not whole sectors")
+                }
+                zstdImage = image
+                zstdCache = ChunkCache(capacityBytes: ZstdBackendOptions.defaultCacheBytes, chunkSize: image.chunkSize)
+                base = OverlayBase(image: image)
+            } else {
+                guard object.size % 512 == 0 else {
+                    throw RemoteError.image("\(endpoint.displayName) is \(object.size) bytes, not a whole number of 512-byte sectors")
+                }
+                zstdImage = nil
+                zstdCache = nil
+                base = OverlayBase(logicalSize: object.size, chunkSize: 512,
+                                   contentDigest: XXH64.hash(Array("\(endpoint.displayName)|\(object.validator)".utf8)),
+                                   name: endpoint.displayName)
+            }
+            if let path = options.overlayPath {
+                do { overlay = try Overlay.open(path: path, base: base) } catch {
+                    throw RemoteError.image("overlay \(path): \(error.description)")
+                }
+                if let note = overlay?.recoveryNote { notes.append(note) }
+            } else {
+                overlay = nil
+            }
+            let writable = overlay != nil
+            geometry = BackendGeometry(capacityBytes: base.logicalSize, readOnly: !writable,
+                                       supportsDiscard: writable, supportsWriteZeroes: writable)
+        } catch let e as RemoteError {
+            fetcher.stop()
+            throw e
+        } catch {
+            fetcher.stop()
+            throw .image("\(error)")
+        }
+        self.notes = notes
+        if let rate = options.prefetchBytesPerSecond {
+            prefetcher = RemotePrefetcher(store: store, bytesPerSecond: rate, logger: logger)
+            prefetcher?.start()
+        }
+    }
+
+    deinit { shutdown() }
+
+    /// Stops the prefetcher and the fetcher, makes the disk cache durable.
+    public func shutdown() {
+        prefetcher?.stop()
+        prefetcher = nil
+        store.fetcher.stop()
+        store.persist()
+        _ = overlay?.flush()
+    }
+
+    /// Opens a parsed `--backend` remote spec, with errors as `BackendError`s for the CLI.
+    public static func open(url: String, options: [String], logger: Logger) throws(BackendError) -> RemoteBackendFactory {
+        let parsed = try RemoteOptions.parse(url: url, options: options)
+        do { return try RemoteBackendFactory(options: parsed, logger: logger) } catch {
+            throw .invalidSpec(error.description)
+        }
+    }
+
+    public func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend {
+        guard depth > 0 && depth <= 32768 else { throw .invalidSpec("queue depth \(depth) is not in 1...32768") }
+        guard queueIndex >= 0 && queueIndex < RemoteChunkStore.blockingSlot else {
+            throw .invalidSpec("remote backend supports at most \(RemoteChunkStore.blockingSlot) queues")
+        }
+        do {
+            return try RemoteQueueBackend(store: store, overlay: overlay, zstdImage: zstdImage, zstdCache: zstdCache,
+                                          capacityBytes: geometry.capacityBytes, slot: queueIndex, depth: depth,
+                                          readahead: options.readaheadChunks,
+                                          parkTimeout: options.requestTimeoutSeconds * 2 + 1)
+        } catch {
+            throw .invalidSpec("remote queue \(queueIndex): \(error.description)")
+        }
+    }
+
+    /// Flushes the overlay (0 or a negated errno).
+    @discardableResult
+    public func flush() -> Int32 { overlay?.flush() ?? 0 }
+
+    static func openCompressed(store: RemoteChunkStore, name: String) throws(RemoteError) -> SeekableImage {
+        let source = try BlockingRemoteSource(store: store, name: name)
+        do throws(ZstdImageError) {
+            return try SeekableImage.open(source: source)
+        } catch { throw .image("\(name): \(error.description)") }
+    }
+
+    /// zstd seekable images start with their header's skippable frame.
+    static func detectCompressed(_ format: RemoteFormat, store: RemoteChunkStore, name: String) throws(RemoteError) -> Bool {
+        switch format {
+        case .raw: return false
+        case .zstd: return true
+        case .auto:
+            guard store.objectSize >= 8 else { return false }
+            var magic: UInt32 = 0
+            let source = try BlockingRemoteSource(store: store, name: name)
+            do throws(ZstdImageError) {
+                try source.read(into: &magic, count: 4, at: 0)
+            } catch { throw .image("\(name): \(error.description)") }
+            return UInt32(littleEndian: magic) == ImageLayout.headerFrameMagic
+        }
+    }
+}
+
+extension RemoteBackendFactory: BackendStatistics {
+    public func statistics() -> [(String, UInt64)] {
+        var rows = store.stats.snapshot()
+        rows.append(("object_bytes", store.objectSize))
+        rows.append(("chunk_bytes", UInt64(store.chunkSize)))
+        rows.append(("chunks_total", UInt64(store.chunkCount)))
+        rows.append(("chunks_on_disk", UInt64(store.disk?.presentChunks ?? 0)))
+        rows.append(("chunks_in_memory", UInt64(store.memory.statistics().held)))
+        rows.append(("overlay_sectors", overlay?.allocatedSectors ?? 0))
+        return rows
+    }
+}

@@ -1,0 +1,67 @@
+import Glibc
+import Logging
+import Synchronization
+import ZstdImage
+
+/// `--prefetch`: warms the whole object in the background, in chunk order,
+/// at no more than `bytesPerSecond`, and only while the fetcher's background
+/// backlog is short (guest misses go first: the fetcher keeps a connection
+/// for them). Owns its thread; stops when every chunk is local or on `stop()`.
+final class RemotePrefetcher: @unchecked Sendable {
+    let store: RemoteChunkStore
+    let bytesPerSecond: UInt64
+    let logger: Logger
+    private let stopping = Atomic<Bool>(false)
+    private var thread: pthread_t?
+
+    init(store: RemoteChunkStore, bytesPerSecond: UInt64, logger: Logger) {
+        self.store = store
+        self.bytesPerSecond = bytesPerSecond
+        self.logger = logger
+    }
+
+    func start() {
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var t = pthread_t()
+        let rc = pthread_create(&t, nil, { arg in
+            let p = Unmanaged<RemotePrefetcher>.fromOpaque(arg!).takeRetainedValue()
+            _ = "vb-prefetch".withCString { pthread_setname_np(pthread_self(), $0) }
+            p.run()
+            return nil
+        }, box)
+        if rc == 0 { thread = t } else { logger.warning("prefetch thread not started: errno \(rc)") }
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        if let t = thread { pthread_join(t, nil) }
+        thread = nil
+    }
+
+    private func run() {
+        let started = monotonicSeconds()
+        var requested: UInt64 = 0
+        var chunk = 0
+        var skipped = 0
+        let backlogLimit = 2
+        while chunk < store.chunkCount, !stopping.load(ordering: .acquiring) {
+            if store.objectChanged.load(ordering: .relaxed) { return }
+            if store.isLocal(chunk) {
+                chunk += 1
+                skipped += 1
+                continue
+            }
+            // Rate: never ahead of bytesPerSecond since the start.
+            let allowed = (monotonicSeconds() - started) * Double(bytesPerSecond)
+            if Double(requested) > allowed || store.fetcher.backgroundBacklog >= backlogLimit {
+                usleep(10_000)
+                continue
+            }
+            store.request(chunk, waiter: nil, urgent: false)
+            RemoteStats.bump(store.stats.prefetchRequests)
+            requested += UInt64(store.chunkLength(chunk))
+            chunk += 1
+        }
+        logger.info("prefetch: requested \(humanBytes(requested)) (\(skipped) chunks were already local) in \(Int(monotonicSeconds() - started)) s")
+    }
+}
