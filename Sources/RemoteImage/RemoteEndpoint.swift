@@ -21,10 +21,12 @@ public struct RemoteEndpoint: Sendable {
                                environment: [String: String] = RemoteEndpoint.processEnvironment())
         throws(RemoteError) -> RemoteEndpoint {
         let url = options.url
-        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw .invalidURL("'\(url)' contains spaces or control characters")
-        }
+        guard url.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) else { throw .invalidURL("the URL contains control characters") }
+        // S3 keys may hold any character (they are percent-encoded here); http(s) URLs come encoded.
         if url.hasPrefix("s3://") { return try resolveS3(options, environment: environment) }
+        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw .invalidURL("'\(url)' contains spaces or non-ASCII characters (percent-encode them)")
+        }
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
             throw .invalidURL("'\(url)': expected http://, https:// or s3://")
         }

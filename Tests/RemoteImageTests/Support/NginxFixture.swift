@@ -91,6 +91,7 @@ final class NginxFixture {
             try config(prefix: prefix, root: root, port: port).write(toFile: confPath, atomically: true, encoding: .utf8)
             _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
             try? FileManager.default.removeItem(atPath: prefix + "/error.log")
+            try? FileManager.default.removeItem(atPath: prefix + "/nginx.pid")
         } catch {
             return .failed("cannot write nginx config in \(prefix): \(error)")
         }
@@ -114,11 +115,20 @@ final class NginxFixture {
                 return .failed("nginx exited with status \(proc.terminationStatus) before accepting on port \(port); "
                     + "log:\n\(log)")
             }
-            if LoopbackSocket.isAccepting(port: port) { return .running(proc) }
+            // nginx writes its pid file only after binding its listener, so a pid file naming
+            // our child proves the port is nginx's and not someone else's that also accepts.
+            if pidFile(prefix) == proc.processIdentifier && LoopbackSocket.isAccepting(port: port) {
+                return .running(proc)
+            }
             usleep(20_000)
         }
         terminate(proc)
         return .failed("nginx did not accept connections on 127.0.0.1:\(port) within 10 s; log:\n\(readLogs(prefix))")
+    }
+
+    private static func pidFile(_ prefix: String) -> Int32? {
+        (try? String(contentsOfFile: prefix + "/nginx.pid", encoding: .utf8))
+            .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
     private static func terminate(_ proc: Process) {
