@@ -558,30 +558,8 @@ zstd_section() {
   else notok "zstd: the base image is never modified"; fi
 }
 
-# nginx_start DIR PORT: a private nginx serving DIR on 127.0.0.1:PORT (pid in $W/nginx.pid).
-nginx_start() {
-  local dir=$1 port=$2 i
-  ip link set lo up 2>/dev/null
-  mkdir -p "$W/nginx/logs" "$W/nginx/tmp"
-  cat >"$W/nginx/nginx.conf" <<CONF
-daemon off; master_process off; user root; worker_processes 1; pid $W/nginx.pid;
-error_log $W/nginx/logs/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000; etag on;
-  client_body_temp_path $W/nginx/tmp; proxy_temp_path $W/nginx/tmp; fastcgi_temp_path $W/nginx/tmp;
-  uwsgi_temp_path $W/nginx/tmp; scgi_temp_path $W/nginx/tmp;
-  server { listen 127.0.0.1:$port; root $dir; }
-}
-CONF
-  nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" >"$W/nginx/logs/stdout.log" 2>&1 &
-  NGINX_PID=$!
-  for ((i = 0; i < 100; i++)); do
-    curl -sf -o /dev/null -r 0-0 "http://127.0.0.1:$port/" 2>/dev/null; [[ $? != 7 ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=scripts/nginx-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nginx-lib.sh"
 
 remote_section() {
   section "remote backend: an ext4 image over HTTP from nginx, cached in memory and on disk"
@@ -593,7 +571,7 @@ remote_section() {
   truncate -s 64M "$www/disk.img"
   mkfs.ext4 -q -F -d "$tree" "$www/disk.img" >/dev/null
   (cd "$tree" && find . -type f -exec sha256sum {} + | sort -k2) >"$W/rtree.sums"
-  if nginx_start "$www" $port; then ok "remote: nginx serves the image on 127.0.0.1:$port"
+  if nginx_start "$www" $port "$W/nginx"; then ok "remote: nginx serves the image on 127.0.0.1:$port"
   else notok "remote: nginx serves the image" "$(cat "$W"/nginx/logs/*.log 2>/dev/null | tail -n 5)"; return; fi
   local url=http://127.0.0.1:$port/disk.img
   read_tree() {  # NAME LABEL: mount read-only, every file's sha256 equals the source tree's
@@ -644,7 +622,7 @@ remote_section() {
   stop_checks rz "remote zstd"
   if [[ $(sha256sum <"$www/disk.zst") == "$sum0" ]]; then ok "remote zstd: the served object is never modified"
   else notok "remote zstd: the served object is never modified"; fi
-  kill "$NGINX_PID" 2>/dev/null; wait "$NGINX_PID" 2>/dev/null
+  nginx_stop
 }
 
 want basic && basic

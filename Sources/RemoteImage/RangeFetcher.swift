@@ -18,14 +18,13 @@ protocol RangeFetcherDelegate: AnyObject, Sendable {
     /// `buffer` holds the chunk; the delegate may swap it for another buffer of the same size.
     func fetched(_ job: FetchJob, buffer: inout UnsafeMutableRawPointer, length: Int)
     func fetchFailed(_ job: FetchJob, reason: String, objectChanged: Bool)
-    /// Called at least once a second (housekeeping: making the disk tier durable).
-    func fetcherTick()
 }
 
 /// Fetches chunks of one remote object with HTTP Range requests on its own
 /// thread: a libcurl multi handle driving up to `connections` pooled
 /// keep-alive easy handles in parallel. Urgent jobs (a guest is waiting)
-/// go before background ones, which never take the last free connection.
+/// go before background ones, which never take the last free connection
+/// of a fetcher with more than two.
 /// Each job is retried with exponential backoff and jitter until it
 /// succeeds, fails for good, or runs past its deadline; nothing it rejects
 /// reaches the delegate as data. Owns the thread, the multi handle and the
@@ -130,7 +129,6 @@ final class RangeFetcher: @unchecked Sendable {
             var running: Int32 = 0
             _ = curl_multi_perform(multi, &running)
             collectFinished()
-            delegate?.fetcherTick()
             var timeout: Int32 = 1000
             if idle.count < transfers.count { timeout = 50 }
             if let next = delayed.map(\.notBefore).min() { timeout = min(timeout, max(1, Int32((next - now) * 1000))) }
@@ -153,7 +151,7 @@ final class RangeFetcher: @unchecked Sendable {
 
     private func startQueued(now: Double) {
         while !idle.isEmpty {
-            let reserve = transfers.count > 1 ? 1 : 0
+            let reserve = transfers.count > 2 ? 1 : 0
             let job: FetchJob? = queues.withLock { q in
                 if !q.urgent.isEmpty { return q.urgent.removeFirst() }
                 if idle.count > reserve, !q.background.isEmpty { return q.background.removeFirst() }

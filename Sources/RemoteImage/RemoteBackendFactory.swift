@@ -53,14 +53,20 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             notes.append(disk!.openNote)
         }
         let stats = RemoteStats()
-        let fetcher = try RangeFetcher(endpoint: endpoint, objectSize: object.size, chunkSize: options.chunkSize,
-                                       connections: options.connections, policy: policy, etag: object.etag,
-                                       lastModified: object.lastModified, stats: stats, logger: logger)
+        let lanes = max(1, min(options.fetchThreads, options.connections))
+        var fetchers: [RangeFetcher] = []
+        for lane in 0..<lanes {
+            // Connections split over the lanes, the first ones taking the remainder.
+            let connections = options.connections / lanes + (lane < options.connections % lanes ? 1 : 0)
+            fetchers.append(try RangeFetcher(endpoint: endpoint, objectSize: object.size, chunkSize: options.chunkSize,
+                                             connections: connections, policy: policy, etag: object.etag,
+                                             lastModified: object.lastModified, stats: stats, logger: logger))
+        }
         let store = try RemoteChunkStore(objectSize: object.size, chunkSize: options.chunkSize,
-                                         memoryBytes: options.memoryBytes, disk: disk, fetcher: fetcher, stats: stats,
+                                         memoryBytes: options.memoryBytes, disk: disk, fetchers: fetchers, stats: stats,
                                          name: endpoint.displayName, logger: logger)
         self.store = store
-        fetcher.start()
+        store.startFetchers()
         do {
             let compressed = try Self.detectCompressed(options.format, store: store, name: endpoint.displayName)
             isCompressed = compressed
@@ -95,10 +101,10 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             geometry = BackendGeometry(capacityBytes: base.logicalSize, readOnly: !writable,
                                        supportsDiscard: writable, supportsWriteZeroes: writable)
         } catch let e as RemoteError {
-            fetcher.stop()
+            store.stopFetchers()
             throw e
         } catch {
-            fetcher.stop()
+            store.stopFetchers()
             throw .image("\(error)")
         }
         self.notes = notes
@@ -114,7 +120,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
     public func shutdown() {
         prefetcher?.stop()
         prefetcher = nil
-        store.fetcher.stop()
+        store.stopFetchers()
         store.persist()
         _ = overlay?.flush()
     }

@@ -9,7 +9,9 @@ import ZstdImage
 /// one fetch (single flight): the first asks, the others add their queue to
 /// its waiter mask, and all are woken when it lands or fails. Never blocks
 /// a queue thread on the network: lookups are local, misses only enqueue.
-/// Owns the fetcher, the caches and the in-flight table (one mutex, taken on
+/// Chunks are spread over the fetchers (lanes, one thread each) by index, so
+/// receiving and copying bodies can use more than one core.
+/// Owns the fetchers, the caches and the in-flight table (one mutex, taken on
 /// misses and fetch completions only).
 public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
     public let objectSize: UInt64
@@ -18,7 +20,8 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
     let chunkShift: Int
     let memory: ChunkCache
     let disk: DiskChunkCache?
-    let fetcher: RangeFetcher
+    let diskWriter: DiskCacheWriter?
+    let fetchers: [RangeFetcher]
     public let stats: RemoteStats
     let logger: Logger
     let name: String
@@ -43,7 +46,7 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
     /// Set once the remote object is known to have changed: every miss fails.
     let objectChanged = Atomic<Bool>(false)
 
-    init(objectSize: UInt64, chunkSize: Int, memoryBytes: UInt64, disk: DiskChunkCache?, fetcher: RangeFetcher,
+    init(objectSize: UInt64, chunkSize: Int, memoryBytes: UInt64, disk: DiskChunkCache?, fetchers: [RangeFetcher],
          stats: RemoteStats, name: String, logger: Logger) throws(RemoteError) {
         self.objectSize = objectSize
         self.chunkSize = chunkSize
@@ -54,11 +57,14 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
         }
         self.memory = memory
         self.disk = disk
-        self.fetcher = fetcher
+        diskWriter = disk.map { DiskCacheWriter(disk: $0, buffers: 8, logger: logger, stats: stats) }
+        diskWriter?.start()
+        precondition(!fetchers.isEmpty)
+        self.fetchers = fetchers
         self.stats = stats
         self.name = name
         self.logger = logger
-        fetcher.delegate = self
+        for f in fetchers { f.delegate = self }
     }
 
     func register(_ waker: QueueWaker, slot: Int) { wakers.withLock { $0[slot] = waker } }
@@ -116,11 +122,20 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
         switch action {
         case .local: wake(mask: bit)  // it landed between the caller's miss and now: retry at once
         case .joined: break
-        case .enqueue: fetcher.enqueue(chunk, urgent: urgent)
-        case .promote: fetcher.promote(chunk)
+        case .enqueue: lane(chunk).enqueue(chunk, urgent: urgent)
+        case .promote: lane(chunk).promote(chunk)
         }
         return true
     }
+
+    @inline(__always)
+    func lane(_ chunk: Int) -> RangeFetcher { fetchers[chunk % fetchers.count] }
+
+    /// Background fetches waiting for a connection, over all lanes.
+    var backgroundBacklog: Int { fetchers.reduce(0) { $0 + $1.backgroundBacklog } }
+
+    func startFetchers() { for f in fetchers { f.start() } }
+    func stopFetchers() { for f in fetchers { f.stop() } }
 
     /// The current failure serial: a waiter remembers it and later asks `failedSince`.
     var failureSerial: UInt64 { state.withLock { $0.failureSerial } }
@@ -140,18 +155,13 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
     // MARK: - RangeFetcherDelegate (fetcher thread)
 
     func fetched(_ job: FetchJob, buffer: inout UnsafeMutableRawPointer, length: Int) {
-        disk?.store(job.chunk, from: buffer)
+        diskWriter?.offer(job.chunk, data: buffer, length: length)
         memory.insert(job.chunk, buffer: &buffer)
         let waiters: UInt64 = state.withLock { s in
             s.failures[job.chunk] = nil
             return s.inFlight.removeValue(forKey: job.chunk)?.waiters ?? 0
         }
         wake(mask: waiters)
-    }
-
-    func fetcherTick() {
-        guard let disk else { return }
-        do throws(RemoteError) { try disk.persist() } catch { logger.warning("\(error)") }
     }
 
     func fetchFailed(_ job: FetchJob, reason: String, objectChanged changed: Bool) {
@@ -180,8 +190,9 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
         }
     }
 
-    /// Makes the disk tier's pending chunks durable (shutdown).
+    /// Writes out what the disk writer holds and makes the disk tier durable (shutdown).
     func persist() {
+        diskWriter?.stop()
         do throws(RemoteError) { try disk?.persist(force: true) } catch { logger.warning("\(error)") }
     }
 }

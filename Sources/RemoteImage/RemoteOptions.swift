@@ -25,6 +25,8 @@ public struct RemoteOptions: Sendable, Equatable {
     public var overlayPath: String?
     /// Parallel keep-alive connections to the server.
     public var connections: Int = 4
+    /// Fetcher threads the connections are spread over (receiving and copying bodies is CPU work).
+    public var fetchThreads: Int = 2
     /// Chunks fetched ahead of a sequential reader (0: none).
     public var readaheadChunks: Int = 4
     /// Warm the whole image in the background at this many bytes/s (nil: off).
@@ -54,7 +56,7 @@ public struct RemoteOptions: Sendable, Equatable {
 
     public static let knownOptions = [
         "format=auto|raw|zstd", "chunk=SIZE", "memory=SIZE", "cache-dir=PATH|none", "overlay=PATH",
-        "connections=N", "readahead=CHUNKS", "prefetch=RATE", "timeout=SECONDS", "attempts=N",
+        "connections=N", "fetch-threads=N", "readahead=CHUNKS", "prefetch=RATE", "timeout=SECONDS", "attempts=N",
         "connect-timeout=SECONDS", "stall=SECONDS", "style=path|virtual", "endpoint=URL", "region=NAME", "cafile=PATH",
     ]
 
@@ -94,6 +96,8 @@ public struct RemoteOptions: Sendable, Equatable {
             overlayPath = value
         case "connections":
             connections = try Self.integer(key, value, 1...64)
+        case "fetch-threads":
+            fetchThreads = try Self.integer(key, value, 1...16)
         case "readahead":
             readaheadChunks = try Self.integer(key, value, 0...64)
         case "prefetch":

@@ -43,7 +43,7 @@ final class RemotePrefetcher: @unchecked Sendable {
         var requested: UInt64 = 0
         var chunk = 0
         var skipped = 0
-        let backlogLimit = 2
+        let backlogLimit = 2 * store.fetchers.count
         while chunk < store.chunkCount, !stopping.load(ordering: .acquiring) {
             if store.objectChanged.load(ordering: .relaxed) { return }
             if store.isLocal(chunk) {
@@ -53,7 +53,7 @@ final class RemotePrefetcher: @unchecked Sendable {
             }
             // Rate: never ahead of bytesPerSecond since the start.
             let allowed = (monotonicSeconds() - started) * Double(bytesPerSecond)
-            if Double(requested) > allowed || store.fetcher.backgroundBacklog >= backlogLimit {
+            if Double(requested) > allowed || store.backgroundBacklog >= backlogLimit {
                 usleep(10_000)
                 continue
             }

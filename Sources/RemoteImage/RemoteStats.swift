@@ -13,6 +13,8 @@ public final class RemoteStats: Sendable {
     public let fetchFailures = Atomic<UInt64>(0)
     public let readaheadRequests = Atomic<UInt64>(0)
     public let prefetchRequests = Atomic<UInt64>(0)
+    /// Fetched chunks not written to the disk tier because its writer was busy.
+    public let diskWritesSkipped = Atomic<UInt64>(0)
     public let latencyTotalMicros = Atomic<UInt64>(0)
     public let latencyMaxMicros = Atomic<UInt64>(0)
     /// Fetch latency histogram: bucket i counts fetches under `latencyBucketsMillis[i]` ms (last: the rest).
@@ -54,6 +56,7 @@ public final class RemoteStats: Sendable {
             ("fetch_failures", fetchFailures.load(ordering: .relaxed)),
             ("readahead_requests", readaheadRequests.load(ordering: .relaxed)),
             ("prefetch_requests", prefetchRequests.load(ordering: .relaxed)),
+            ("disk_writes_skipped", diskWritesSkipped.load(ordering: .relaxed)),
             ("fetch_latency_avg_us", fetched == 0 ? 0 : latencyTotalMicros.load(ordering: .relaxed) / fetched),
             ("fetch_latency_max_us", latencyMaxMicros.load(ordering: .relaxed)),
         ]

@@ -9,7 +9,7 @@ struct ImageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "image",
         abstract: "Make, inspect, check and unpack zstd seekable images.",
-        subcommands: [Pack.self, Info.self, Verify.self, Unpack.self, BenchRead.self])
+        subcommands: [Pack.self, Info.self, Verify.self, Unpack.self, BenchRead.self, BenchSeq.self])
 
     /// Runs `body`, turning image errors into one line on stderr and exit status 1.
     static func run(_ body: () throws(ZstdImageError) -> Void) throws {
