@@ -81,13 +81,16 @@ let package = Package(
         // input replayers otherwise; FuzzRegressionTests replays the corpora and every past finding.
         .target(name: "FuzzHarness", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "CVDUSE", "ZstdImage",
+            "RemoteImage",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftGnu),
         .executableTarget(name: "fuzz-queue", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
         .executableTarget(name: "fuzz-control", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
         .executableTarget(name: "fuzz-parse", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
         .executableTarget(name: "fuzz-zstd", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzHarness", "BlockBackends", "ZstdImage"],
+        .executableTarget(name: "fuzz-remote", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
+        .executableTarget(name: "fuzz-overlay", dependencies: ["FuzzHarness"], swiftSettings: swiftGnu),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzHarness", "BlockBackends", "ZstdImage", "RemoteImage"],
                     swiftSettings: swiftGnu),
         // ---- end of fuzzing block --------------------------------------------------------------------
     ],

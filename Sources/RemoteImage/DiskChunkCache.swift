@@ -14,11 +14,18 @@ import ZstdImage
 /// never wrong data. Owns both files (the data file is flock'ed); the
 /// bitmap and hashes are guarded by one mutex (touched once per chunk, not
 /// per request).
-final class DiskChunkCache: @unchecked Sendable {
-    struct Identity: Equatable {
+@_spi(Fuzzing) public final class DiskChunkCache: @unchecked Sendable {
+    @_spi(Fuzzing) public struct Identity: Equatable {
         var objectSize: UInt64
         var chunkSize: Int
         var validator: String
+
+        /// The memberwise initializer, spelled out so fuzz-remote can reach it.
+        @_spi(Fuzzing) public init(objectSize: UInt64, chunkSize: Int, validator: String) {
+            self.objectSize = objectSize
+            self.chunkSize = chunkSize
+            self.validator = validator
+        }
     }
 
     let dataPath: String
@@ -45,6 +52,9 @@ final class DiskChunkCache: @unchecked Sendable {
 
     init(directory: String, key: String, identity: Identity, logger: Logger) throws(RemoteError) {
         guard identity.validator.utf8.count <= Self.maxValidator else { throw .cache("object validator too long") }
+        guard identity.chunkSize > 0, identity.objectSize / UInt64(identity.chunkSize) < 1 << 28 else {
+            throw .cache("\(identity.objectSize) bytes in chunks of \(identity.chunkSize) is too many chunks")
+        }
         try Self.makeDirectories(directory)
         let dataPath = "\(directory)/\(key).data"
         self.dataPath = dataPath
@@ -189,7 +199,7 @@ final class DiskChunkCache: @unchecked Sendable {
 
     // MARK: metadata file
 
-    static func encodeMeta(identity: Identity, present: [UInt64], hashes: [UInt64]) -> [UInt8] {
+    @_spi(Fuzzing) public static func encodeMeta(identity: Identity, present: [UInt64], hashes: [UInt64]) -> [UInt8] {
         var out = magic
         func put64(_ v: UInt64) { for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
         put64(identity.objectSize)
@@ -204,9 +214,9 @@ final class DiskChunkCache: @unchecked Sendable {
         return out
     }
 
-    struct Loaded {
-        var present: [UInt64]
-        var hashes: [UInt64]
+    @_spi(Fuzzing) public struct Loaded {
+        @_spi(Fuzzing) public var present: [UInt64]
+        @_spi(Fuzzing) public var hashes: [UInt64]
     }
 
     /// Reads and checks a metadata file (untrusted bytes: every length is bounded).
@@ -222,7 +232,7 @@ final class DiskChunkCache: @unchecked Sendable {
         return decodeMeta(bytes, identity: identity, chunkCount: chunkCount)
     }
 
-    static func decodeMeta(_ bytes: [UInt8], identity: Identity, chunkCount: Int) -> Result<Loaded, MetaProblem> {
+    @_spi(Fuzzing) public static func decodeMeta(_ bytes: [UInt8], identity: Identity, chunkCount: Int) -> Result<Loaded, MetaProblem> {
         var at = 0
         func get64() -> UInt64? {
             guard at + 8 <= bytes.count else { return nil }
@@ -299,8 +309,8 @@ final class DiskChunkCache: @unchecked Sendable {
 }
 
 /// Why a metadata file was not reused.
-struct MetaProblem: Error, Equatable {
-    var reason: String
+@_spi(Fuzzing) public struct MetaProblem: Error, Equatable {
+    @_spi(Fuzzing) public var reason: String
     init(_ reason: String) { self.reason = reason }
 }
 

@@ -28,7 +28,7 @@ struct FetchPolicy: Sendable {
 }
 
 /// How one finished attempt is judged.
-enum AttemptOutcome: Equatable {
+@_spi(Fuzzing) public enum AttemptOutcome: Equatable {
     case success
     /// Worth another attempt (5xx, 408, 429, transport errors, bad or short bodies).
     case retry(String)
@@ -40,14 +40,24 @@ enum AttemptOutcome: Equatable {
 
 /// Checks an attempt's result against what was asked: status, Content-Range,
 /// body length and the object's validators. Pure: tested and fuzzed directly.
-struct ResponseCheck {
+@_spi(Fuzzing) public struct ResponseCheck {
     var first: UInt64
     var length: Int
     var objectSize: UInt64
     var etag: String?
     var lastModified: String?
 
-    func judge(transportError: String?, head: HTTPResponseHead, received: Int, overflow: Bool) -> AttemptOutcome {
+    /// The memberwise initializer, spelled out so fuzz-remote can reach it.
+    @_spi(Fuzzing) public init(first: UInt64, length: Int, objectSize: UInt64, etag: String? = nil,
+                               lastModified: String? = nil) {
+        self.first = first
+        self.length = length
+        self.objectSize = objectSize
+        self.etag = etag
+        self.lastModified = lastModified
+    }
+
+    @_spi(Fuzzing) public func judge(transportError: String?, head: HTTPResponseHead, received: Int, overflow: Bool) -> AttemptOutcome {
         if overflow { return .retry("body longer than the \(length) bytes asked for") }
         if let transportError { return .retry(transportError) }
         switch head.status {

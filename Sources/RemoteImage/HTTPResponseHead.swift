@@ -72,7 +72,9 @@ public struct HTTPResponseHead: Sendable, Equatable {
 }
 
 /// A `Content-Range: bytes FIRST-LAST/TOTAL` value (TOTAL may be `*`).
-/// Only well-formed ranges parse: FIRST <= LAST, and LAST < TOTAL when known.
+/// Only well-formed ranges parse: FIRST <= LAST, and LAST < TOTAL when known
+/// (LAST < UInt64.max when not, so `length` always fits: fuzz-remote found
+/// `bytes 0-18446744073709551615/*` trapping in `length`).
 public struct ContentRange: Sendable, Equatable {
     public var first: UInt64
     public var last: UInt64
@@ -95,7 +97,9 @@ public struct ContentRange: Sendable, Equatable {
         guard let first = HTTPResponseHead.parseDecimal(Array(rest[..<dash])),
               let last = HTTPResponseHead.parseDecimal(Array(rest[(dash + 1)..<slash])), first <= last else { return nil }
         let totalBytes = Array(rest[(slash + 1)...])
-        if totalBytes == [UInt8(ascii: "*")] { return ContentRange(first: first, last: last, total: nil) }
+        if totalBytes == [UInt8(ascii: "*")] {
+            return last < UInt64.max ? ContentRange(first: first, last: last, total: nil) : nil
+        }
         guard let total = HTTPResponseHead.parseDecimal(totalBytes), last < total else { return nil }
         return ContentRange(first: first, last: last, total: total)
     }

@@ -33,12 +33,20 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
 
     public var stats: RemoteStats { store.stats }
 
+    /// Most chunks an object may have (bounds the disk tier's bitmap and hash table: 2 + 128 MiB).
+    static let maxChunks: UInt64 = 1 << 24
+
     /// Probes the object, opens the caches, detects the format, opens the overlay.
     public init(options: RemoteOptions, logger: Logger) throws(RemoteError) {
         self.options = options
         endpoint = try RemoteEndpoint.resolve(options)
         let policy = FetchPolicy(options)
         let object = try ObjectProbe.probe(endpoint, policy: policy, logger: logger)
+        // The size comes from the server: bound it before any arithmetic or allocation depends on it.
+        guard object.size <= UInt64(options.chunkSize) * Self.maxChunks else {
+            throw .badResponse(url: endpoint.displayName, reason: "the object claims \(object.size) bytes; with chunk=\(humanBytes(UInt64(options.chunkSize))) "
+                + "at most \(humanBytes(UInt64(options.chunkSize) * Self.maxChunks)) are supported (use a larger chunk=)")
+        }
         self.object = object
         var notes: [String] = []
         if object.etag == nil && object.lastModified == nil {

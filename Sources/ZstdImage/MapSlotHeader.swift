@@ -57,6 +57,10 @@ struct MapSlotHeader: Equatable {
         guard Int(pages) == pageCount, Int(index) == slot else {
             return .failure(MapSlotDamage(reason: "header describes \(pages) pages in slot \(index)"))
         }
+        // The next flush writes generation + 1 (fuzz-overlay: UInt64.max trapped there).
+        guard generation < UInt64.max else {
+            return .failure(MapSlotDamage(reason: "generation \(generation) has no successor"))
+        }
         let tableBytes = Array(bytes[OverlayLayout.slotHeaderSize..<(OverlayLayout.slotHeaderSize + 8 * pageCount)])
         guard XXH64.hash(tableBytes) == tableSum else {
             return .failure(MapSlotDamage(reason: "generation \(generation), page checksum table mismatch (torn write)"))

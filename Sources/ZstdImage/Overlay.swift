@@ -274,6 +274,10 @@ public final class Overlay: @unchecked Sendable {
         map.set(from: offset / OverlayLayout.sectorSize, count: length / OverlayLayout.sectorSize)
     }
 
+    /// For fuzz-overlay: sectors the map covers, and whether it marks any past them.
+    @_spi(Fuzzing) public var mapSectorCount: UInt64 { map.sectorCount }
+    @_spi(Fuzzing) public var mapHasBitsPastEnd: Bool { map.hasBitsPastEnd() }
+
     /// Generation of the newest map slot on disk.
     var generation: UInt64 {
         flushLock.withLock { max(generations[0], generations[1]) }

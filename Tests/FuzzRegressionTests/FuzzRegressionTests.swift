@@ -1,5 +1,6 @@
 import BlockBackends
 import FuzzHarness
+@_spi(Fuzzing) import RemoteImage
 import XCTest
 import ZstdImage
 
@@ -31,6 +32,8 @@ final class FuzzRegressionTests: XCTestCase {
     func testControlCorpusAndFindings() { replay("control", ControlFuzzer.run) }
     func testParseCorpusAndFindings() { replay("parse", ParseFuzzer.run) }
     func testZstdCorpusAndFindings() { replay("zstd", ZstdImageFuzzer.run) }
+    func testRemoteCorpusAndFindings() { replay("remote", RemoteFuzzer.run) }
+    func testOverlayCorpusAndFindings() { replay("overlay", OverlayFuzzer.run) }
 
     // MARK: findings, spelled out
 
@@ -59,5 +62,58 @@ final class FuzzRegressionTests: XCTestCase {
             XCTAssertThrowsError(try ImageHeader.decode(frame), "logical size \(logical)")
         }
         XCTAssertEqual(ImageHeader(logicalSize: .max, chunkSize: 4096, level: 3, contentDigest: 0).chunkCount, 1 << 52)
+    }
+
+    /// fuzz-remote, Fuzz/regressions/remote/content-range-last-uint64-max (and
+    /// judge-206-content-range-last-uint64-max): `Content-Range: bytes
+    /// 0-18446744073709551615/*` parsed, and its `length` (last - first + 1)
+    /// overflowed: a 206 carrying it for chunk 0 trapped in `ResponseCheck.judge`,
+    /// so any server could take the device down. Such a range is now malformed.
+    func testContentRangeEndingAtUInt64MaxIsMalformedNotATrap() {
+        XCTAssertNil(ContentRange.parse("bytes 0-18446744073709551615/*"))
+        XCTAssertNil(ContentRange.parse("bytes 7-18446744073709551615/*"))
+        XCTAssertNil(ContentRange.parse("bytes 0-18446744073709551615/18446744073709551615"))
+        XCTAssertEqual(ContentRange.parse("bytes 1-18446744073709551614/*")?.length, UInt64.max - 1)
+        XCTAssertEqual(ContentRange.parse("bytes 0-18446744073709551614/18446744073709551615")?.length, UInt64.max)
+        var head = HTTPResponseHead()
+        for line in ["HTTP/1.1 206 Partial Content\r\n", "Content-Range: bytes 0-18446744073709551615/*\r\n"] {
+            Array(line.utf8).withUnsafeBytes { head.consume(line: $0) }
+        }
+        XCTAssertNil(head.contentRange)
+        XCTAssertTrue(head.contentRangeMalformed)
+        let check = ResponseCheck(first: 0, length: 4096, objectSize: 1 << 20)
+        XCTAssertEqual(check.judge(transportError: nil, head: head, received: 4096, overflow: false),
+                       .retry("malformed Content-Range"))
+    }
+
+    /// fuzz-overlay, Fuzz/regressions/overlay/map-slot-generation-uint64-max (found
+    /// reading the code, reproduced through the harness): a map slot claiming
+    /// generation UInt64.max (checksums are no secret) was chosen, and the first
+    /// flush after a write trapped computing generation + 1. Such a slot is now
+    /// damaged: the other slot is used.
+    func testOverlaySlotWithLastGenerationIsDamagedNotATrap() throws {
+        let dir = NSTemporaryDirectory() + "fuzz-regression-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/overlay"
+        let base = OverlayBase(logicalSize: 1 << 20, chunkSize: 4096, contentDigest: 7, name: "base")
+        _ = try Overlay.open(path: path, base: base)                 // slot 0: generation 1, slot 1: 0
+        var bytes = try XCTUnwrap(FuzzMain.readFile(path))
+        withUnsafeBytes(of: UInt64.max.littleEndian) { for i in 0..<8 { bytes[4096 + 8 + i] = $0[i] } }
+        let sum = XXH64.hash(Array(bytes[4096..<(4096 + 56)]))
+        withUnsafeBytes(of: sum.littleEndian) { for i in 0..<8 { bytes[4096 + 56 + i] = $0[i] } }
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        let overlay = try Overlay.open(path: path, base: base)
+        XCTAssertNotNil(overlay.recoveryNote)
+        var sector = [UInt8](repeating: 0x5A, count: 512)
+        let scratch = UnsafeMutablePointer<iovec>.allocate(capacity: 2)
+        defer { scratch.deallocate() }
+        let written = sector.withUnsafeMutableBytes { b -> Int32 in
+            var iov = iovec(iov_base: b.baseAddress, iov_len: 512)
+            return overlay.write(offset: 0, total: 512, iovecs: &iov, count: 1, scratch: scratch, scratchCount: 2)
+        }
+        XCTAssertEqual(written, 512)
+        XCTAssertEqual(overlay.flush(), 0)
+        XCTAssertEqual(overlay.allocatedSectors, 1)
     }
 }

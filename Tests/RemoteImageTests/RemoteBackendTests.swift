@@ -2,7 +2,7 @@ import BlockBackends
 import Foundation
 import Glibc
 import Logging
-@testable import RemoteImage
+@_spi(Fuzzing) @testable import RemoteImage
 import XCTest
 import ZstdImage
 
@@ -196,5 +196,30 @@ final class RemoteBackendTests: XCTestCase {
         }
         XCTAssertGreaterThan(stat(f, "readahead_requests"), 0)
         XCTAssertGreaterThan(stat(f, "hits_memory"), 0)
+    }
+
+    func testS3PathStyleObjectIsFetchedWithSignedRequests() throws {
+        mkdir("\(root)/my-bucket", 0o755)
+        mkdir("\(root)/my-bucket/images", 0o755)
+        writeFile("\(root)/my-bucket/images/disk.img", image)
+        setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1)
+        setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", 1)
+        defer {
+            unsetenv("AWS_ACCESS_KEY_ID")
+            unsetenv("AWS_SECRET_ACCESS_KEY")
+        }
+        let f = try open("s3://my-bucket/images/disk.img",
+                         ["endpoint=http://127.0.0.1:\(nginx.port)", "style=path", "region=eu-central-1"])
+        defer { f.shutdown() }
+        XCTAssertNotNil(f.endpoint.signer)
+        XCTAssertEqual(f.endpoint.url, "http://127.0.0.1:\(nginx.port)/my-bucket/images/disk.img")
+        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let (rc, bytes) = q.read(1 << 20, 65536)
+        XCTAssertEqual(rc, 65536)
+        XCTAssertEqual(bytes, Array(image[(1 << 20)..<(1 << 20) + 65536]))
+        let signed = f.endpoint.headers(range: (0, 9), ifMatch: nil)
+        XCTAssertTrue(signed.contains { $0.lowercased().hasPrefix("authorization: aws4-hmac-sha256 credential=akidexample/") },
+                      "\(signed)")
+        XCTAssertTrue(signed.contains { $0.lowercased().hasPrefix("x-amz-content-sha256: ") })
     }
 }

@@ -1,7 +1,7 @@
 import BlockBackends
 import Glibc
 import Logging
-@testable import RemoteImage
+@_spi(Fuzzing) @testable import RemoteImage
 import XCTest
 
 /// The remote backend behind a fault-injecting proxy in front of a real

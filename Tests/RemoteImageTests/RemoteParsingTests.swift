@@ -1,5 +1,5 @@
 import BlockBackends
-@testable import RemoteImage
+@_spi(Fuzzing) @testable import RemoteImage
 import XCTest
 
 /// Parsers and validators of untrusted input in the remote backend: response
