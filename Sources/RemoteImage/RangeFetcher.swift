@@ -128,7 +128,8 @@ final class RangeFetcher: @unchecked Sendable {
             startQueued(now: now)
             var running: Int32 = 0
             _ = curl_multi_perform(multi, &running)
-            collectFinished()
+            // A finished transfer frees a connection: start what is queued before sleeping.
+            if collectFinished() > 0 { continue }
             var timeout: Int32 = 1000
             if idle.count < transfers.count { timeout = 50 }
             if let next = delayed.map(\.notBefore).min() { timeout = min(timeout, max(1, Int32((next - now) * 1000))) }
@@ -165,6 +166,10 @@ final class RangeFetcher: @unchecked Sendable {
     private func start(_ job: FetchJob, now: Double) {
         var job = job
         job.attempt += 1
+        if job.attempt == 1 {
+            RemoteStats.bump(stats.fetchesStarted)
+            RemoteStats.bump(stats.queuedTotalMicros, by: UInt64(max(0, (now - job.created) * 1e6)))
+        }
         let remaining = job.created + policy.deadline - now
         if remaining <= 0 { return finishFailed(job, "deadline of \(policy.deadline) s passed") }
         let t = idle.removeLast()
@@ -177,7 +182,10 @@ final class RangeFetcher: @unchecked Sendable {
         _ = curl_multi_add_handle(multi, t.easy)
     }
 
-    private func collectFinished() {
+    /// Hands finished transfers to `finish`; returns how many.
+    @discardableResult
+    private func collectFinished() -> Int {
+        var finished = 0
         var left: Int32 = 0
         while let msg = curl_multi_info_read(multi, &left) {
             var code = CURLE_OK
@@ -187,7 +195,9 @@ final class RangeFetcher: @unchecked Sendable {
             t.job = nil
             finish(job, transfer: t, code: code)
             idle.append(t)
+            finished += 1
         }
+        return finished
     }
 
     private func finish(_ job: FetchJob, transfer t: CurlTransfer, code: CURLcode) {

@@ -16,6 +16,9 @@ public final class RemoteStats: Sendable {
     /// Fetched chunks not written to the disk tier because its writer was busy.
     public let diskWritesSkipped = Atomic<UInt64>(0)
     public let latencyTotalMicros = Atomic<UInt64>(0)
+    /// Time fetches spent queued before their first attempt started (all fetches).
+    public let queuedTotalMicros = Atomic<UInt64>(0)
+    public let fetchesStarted = Atomic<UInt64>(0)
     public let latencyMaxMicros = Atomic<UInt64>(0)
     /// Fetch latency histogram: bucket i counts fetches under `latencyBucketsMillis[i]` ms (last: the rest).
     public static let latencyBucketsMillis: [UInt64] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
@@ -59,6 +62,8 @@ public final class RemoteStats: Sendable {
             ("disk_writes_skipped", diskWritesSkipped.load(ordering: .relaxed)),
             ("fetch_latency_avg_us", fetched == 0 ? 0 : latencyTotalMicros.load(ordering: .relaxed) / fetched),
             ("fetch_latency_max_us", latencyMaxMicros.load(ordering: .relaxed)),
+            ("fetch_queued_avg_us", fetchesStarted.load(ordering: .relaxed) == 0 ? 0
+                : queuedTotalMicros.load(ordering: .relaxed) / fetchesStarted.load(ordering: .relaxed)),
         ]
         let counts = buckets.withLock { $0 }
         for (i, limit) in Self.latencyBucketsMillis.enumerated() {
