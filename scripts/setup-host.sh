@@ -13,6 +13,13 @@ done
 if ((${#missing[@]})); then
   echo "setup-host: installing ${missing[*]}" >&2
   apt-get update -qq >&2 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # Packages with services (nginx) must not start them here: the tests run
+  # their own instances, and a busy port 80 would fail the install.
+  policy=/usr/sbin/policy-rc.d own_policy=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1; fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || rc=$?
+  ((own_policy)) && rm -f "$policy"
+  ((rc == 0)) || exit "$rc"
 fi
 command -v swift >/dev/null || { echo "setup-host: swift (6.x) is not on PATH" >&2; exit 1; }
