@@ -1,37 +1,38 @@
 import Glibc
 import Logging
+import ZstdImage
 
 /// Moves fetched chunks onto the disk tier off the fetcher thread: the fetcher
-/// copies a chunk into one of a few pooled buffers and goes back to the
-/// network; this thread writes, hashes and periodically makes the disk cache
-/// durable (fdatasync + metadata). When every buffer is busy (the disk is
-/// slower than the network) a chunk is simply not written to disk: it stays
-/// in memory and may be fetched again later. Owns the thread and the pool.
+/// only queues the chunk's index and goes back to the network; this thread
+/// writes the chunk straight out of the memory tier (under its shard lock, no
+/// copy), hashes it, and periodically makes the disk cache durable
+/// (fdatasync + metadata). A chunk evicted from memory before its turn, or
+/// offered while the queue is full (the disk is slower than the network), is
+/// simply not written to disk and may be fetched again later. Owns the thread
+/// and the queue.
 final class DiskCacheWriter: @unchecked Sendable {
     let disk: DiskChunkCache
+    let memory: ChunkCache
+    let limit: Int
     let logger: Logger
     let stats: RemoteStats
     // Guarded by `mutex`.
-    private var free: [UnsafeMutableRawPointer]
-    private var queued: [(Int, UnsafeMutableRawPointer)] = []
+    private var queued: [Int] = []
     private var stopping = false
     private var cond = pthread_cond_t()
     private var mutex = pthread_mutex_t()
     private var thread: pthread_t?
-    private let all: [UnsafeMutableRawPointer]
 
-    init(disk: DiskChunkCache, buffers: Int, logger: Logger, stats: RemoteStats) {
+    init(disk: DiskChunkCache, memory: ChunkCache, limit: Int, logger: Logger, stats: RemoteStats) {
         self.disk = disk
+        self.memory = memory
+        self.limit = limit
         self.logger = logger
         self.stats = stats
-        all = (0..<buffers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: disk.identity.chunkSize, alignment: 4096) }
-        free = all
-        queued.reserveCapacity(buffers)
+        queued.reserveCapacity(limit)
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&cond, nil)
     }
-
-    deinit { all.forEach { $0.deallocate() } }
 
     func start() {
         let box = Unmanaged.passRetained(self).toOpaque()
@@ -54,17 +55,16 @@ final class DiskCacheWriter: @unchecked Sendable {
         thread = nil
     }
 
-    /// Queues a copy of `chunk` (length bytes at `data`); false if dropped.
+    /// Queues `chunk` (just inserted in the memory tier); false if dropped.
     @discardableResult
-    func offer(_ chunk: Int, data: UnsafeRawPointer, length: Int) -> Bool {
-        guard let buffer = locked({ free.popLast() }) else {
-            RemoteStats.bump(stats.diskWritesSkipped)
-            return false
+    func offer(_ chunk: Int) -> Bool {
+        let taken: Bool = locked {
+            guard queued.count < limit else { return false }
+            queued.append(chunk)
+            return true
         }
-        memcpy(buffer, data, length)
-        locked { queued.append((chunk, buffer)) }
-        signal()
-        return true
+        if taken { signal() } else { RemoteStats.bump(stats.diskWritesSkipped) }
+        return taken
     }
 
     private func locked<R>(_ body: () -> R) -> R {
@@ -83,12 +83,12 @@ final class DiskCacheWriter: @unchecked Sendable {
         pthread_mutex_lock(&mutex)
         while true {
             if !queued.isEmpty {
-                let (chunk, buffer) = queued.removeFirst()
+                let chunk = queued.removeFirst()
                 pthread_mutex_unlock(&mutex)
-                disk.store(chunk, from: buffer)
+                let written = memory.withChunk(chunk) { disk.store(chunk, from: $0) }
+                if !written { RemoteStats.bump(stats.diskWritesSkipped) }
                 persist(force: false)
                 pthread_mutex_lock(&mutex)
-                free.append(buffer)
                 continue
             }
             if stopping { break }

@@ -57,7 +57,7 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
         }
         self.memory = memory
         self.disk = disk
-        diskWriter = disk.map { DiskCacheWriter(disk: $0, buffers: 8, logger: logger, stats: stats) }
+        diskWriter = disk.map { DiskCacheWriter(disk: $0, memory: memory, limit: 64, logger: logger, stats: stats) }
         diskWriter?.start()
         precondition(!fetchers.isEmpty)
         self.fetchers = fetchers
@@ -155,8 +155,8 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
     // MARK: - RangeFetcherDelegate (fetcher thread)
 
     func fetched(_ job: FetchJob, buffer: inout UnsafeMutableRawPointer, length: Int) {
-        diskWriter?.offer(job.chunk, data: buffer, length: length)
         memory.insert(job.chunk, buffer: &buffer)
+        diskWriter?.offer(job.chunk)
         let waiters: UInt64 = state.withLock { s in
             s.failures[job.chunk] = nil
             return s.inFlight.removeValue(forKey: job.chunk)?.waiters ?? 0

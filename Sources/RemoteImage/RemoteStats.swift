@@ -13,7 +13,7 @@ public final class RemoteStats: Sendable {
     public let fetchFailures = Atomic<UInt64>(0)
     public let readaheadRequests = Atomic<UInt64>(0)
     public let prefetchRequests = Atomic<UInt64>(0)
-    /// Fetched chunks not written to the disk tier because its writer was busy.
+    /// Fetched chunks not written to the disk tier (its writer was busy, or they left memory first).
     public let diskWritesSkipped = Atomic<UInt64>(0)
     public let latencyTotalMicros = Atomic<UInt64>(0)
     /// Time fetches spent queued before their first attempt started (all fetches).
