@@ -3,7 +3,7 @@
 #   1. every libFuzzer target (queue, control, parse, zstd, remote, overlay) for FUZZ_SECONDS
 #      (default 45) each (scripts/fuzz.sh --all);
 #   2. the unit tests under AddressSanitizer (swift test --sanitize=address);
-#   3. the engine, controller and fuzz-regression tests under ThreadSanitizer
+#   3. the engine, controller, fuzz-regression and remote-backend tests under ThreadSanitizer
 #      (swift test --sanitize=thread --filter "$TSAN_FILTER").
 # Runs every step, then fails if any step failed (a fuzz finding prints the
 # crash file's path). Measured from empty build folders on the 2-core dev VM
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-45}
 ASAN_FILTER=${ASAN_FILTER:-}
-TSAN_FILTER=${TSAN_FILTER:-BlockEngineTests|FuzzRegressionTests}
+TSAN_FILTER=${TSAN_FILTER:-BlockEngineTests|FuzzRegressionTests|RemoteBackendTests|RemoteFaultTests}
 NICE=${HARDENING_NICE:-10}
 export FUZZ_NICE=$NICE SWIFT_BACKTRACE=enable=no
 start=$SECONDS

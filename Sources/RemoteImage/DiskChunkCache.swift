@@ -44,8 +44,8 @@ import ZstdImage
         var lastPersist: Double = 0
         var presentCount = 0
     }
-    private let state: Mutex<State>
-    private let persistLock = Mutex<Void>(())
+    private let state: Guarded<State>
+    private let persistLock = Guarded<Void>(())
 
     static let magic: [UInt8] = Array("VBRCACH1".utf8)
     static let maxValidator = 1024
@@ -93,7 +93,7 @@ import ZstdImage
             close(fd)
             throw .system(what: "ftruncate \(dataPath)", errno: e)
         }
-        state = Mutex(st)
+        state = Guarded(st)
         if case .failure = Self.loadMeta(metaPath, identity: identity, chunkCount: chunkCount) {
             do throws(RemoteError) { try persist(force: true) } catch {
                 close(fd)

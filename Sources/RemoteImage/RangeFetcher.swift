@@ -45,7 +45,7 @@ final class RangeFetcher: @unchecked Sendable {
         var background: [FetchJob] = []
         var stopping = false
     }
-    private let queues = Mutex(Queues())
+    private let queues = Guarded(Queues())
     private let multi: UnsafeMutableRawPointer
     private var transfers: [CurlTransfer]
     private var idle: [CurlTransfer]

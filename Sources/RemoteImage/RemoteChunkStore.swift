@@ -41,8 +41,8 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
         var failureSerial: UInt64 = 0
         var changedReason: String?
     }
-    private let state = Mutex(State())
-    private let wakers = Mutex([QueueWaker?](repeating: nil, count: RemoteChunkStore.maxWakers))
+    private let state = Guarded(State())
+    private let wakers = Guarded([QueueWaker?](repeating: nil, count: RemoteChunkStore.maxWakers))
     /// Set once the remote object is known to have changed: every miss fails.
     let objectChanged = Atomic<Bool>(false)
 

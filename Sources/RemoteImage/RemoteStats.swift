@@ -22,7 +22,7 @@ public final class RemoteStats: Sendable {
     public let latencyMaxMicros = Atomic<UInt64>(0)
     /// Fetch latency histogram: bucket i counts fetches under `latencyBucketsMillis[i]` ms (last: the rest).
     public static let latencyBucketsMillis: [UInt64] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
-    private let buckets = Mutex([UInt64](repeating: 0, count: RemoteStats.latencyBucketsMillis.count + 1))
+    private let buckets = Guarded([UInt64](repeating: 0, count: RemoteStats.latencyBucketsMillis.count + 1))
 
     public init() {}
 
