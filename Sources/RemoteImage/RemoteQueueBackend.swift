@@ -1,5 +1,6 @@
 import BlockBackends
 import Glibc
+import Synchronization
 import ZstdImage
 
 /// One queue's handle on a remote image. Reads are served from local tiers
@@ -104,7 +105,9 @@ final class RemoteQueueBackend: QueueBackend {
         for i in 0..<count { total &+= UInt64(iovecs[i].iov_len) }
         guard total <= UInt64(Int32.max), inRange(offset, total) else { return completions.push(tag: tag, result: -EIO) }
         noteSequential(offset: offset, end: offset + total)
-        let rc = read(offset: offset, total: total, iovecs: iovecs, count: count)
+        var rc = read(offset: offset, total: total, iovecs: iovecs, count: count)
+        // Nothing is fetched any more once the object changed: no wake-up would ever come.
+        if rc == -EAGAIN, store.objectChanged.load(ordering: .relaxed) { rc = -EIO }
         if rc == -EAGAIN {
             RemoteStats.bump(store.stats.parkedReads)
             park(ParkedRead(tag: tag, offset: offset, iovecs: iovecs, count: count, chunk: missing,

@@ -109,6 +109,10 @@ final class RemoteFaultTests: XCTestCase {
         usleep(1_100_000)
         writeFile("\(root)/disk.img", patternBytes(Self.imageSize, seed: 12))
         XCTAssertEqual(q.read(UInt64(5 * (256 << 10)), 4096).0, -EIO)
+        // Later misses fail at once too (nothing is fetched any more), never hang.
+        let started = monotonic()
+        XCTAssertEqual(q.read(UInt64(9 * (256 << 10)), 4096, timeout: 5).0, -EIO)
+        XCTAssertLessThan(monotonic() - started, 1)
         // What was cached before the change is still the old object's, consistently.
         assertChunkReads(f, q, chunk: 0)
     }
