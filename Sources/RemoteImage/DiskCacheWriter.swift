@@ -16,12 +16,11 @@ final class DiskCacheWriter: @unchecked Sendable {
     let limit: Int
     let logger: Logger
     let stats: RemoteStats
-    // Guarded by `mutex`.
+    // Guarded by `monitor`.
     private var queued: [Int] = []
     private var stopping = false
-    private var cond = pthread_cond_t()
-    private var mutex = pthread_mutex_t()
-    private var thread: pthread_t?
+    private let monitor = Monitor()
+    private var thread: SpawnedThread?
 
     init(disk: DiskChunkCache, memory: ChunkCache, limit: Int, logger: Logger, stats: RemoteStats) {
         self.disk = disk
@@ -30,77 +29,61 @@ final class DiskCacheWriter: @unchecked Sendable {
         self.logger = logger
         self.stats = stats
         queued.reserveCapacity(limit)
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var t = pthread_t()
-        let rc = pthread_create(&t, nil, { arg in
-            let w = Unmanaged<DiskCacheWriter>.fromOpaque(arg!).takeRetainedValue()
-            _ = "vb-diskcache".withCString { pthread_setname_np(pthread_self(), $0) }
-            w.run()
-            return nil
-        }, box)
-        precondition(rc == 0, "cannot start the disk cache writer")
-        thread = t
+        do {
+            thread = try SpawnedThread { [self] in
+                _ = "vb-diskcache".withCString { pthread_setname_np(pthread_self(), $0) }
+                run()
+            }
+        } catch {
+            preconditionFailure("cannot start the disk cache writer: \(error)")
+        }
     }
 
     /// Drains what is queued, makes it durable, and stops the thread.
     func stop() {
-        locked { stopping = true }
-        signal()
-        if let t = thread { pthread_join(t, nil) }
+        monitor.withLock {
+            stopping = true
+            monitor.broadcast()
+        }
+        thread?.join()
         thread = nil
     }
 
     /// Queues `chunk` (just inserted in the memory tier); false if dropped.
     @discardableResult
     func offer(_ chunk: Int) -> Bool {
-        let taken: Bool = locked {
+        let taken: Bool = monitor.withLock {
             guard queued.count < limit else { return false }
             queued.append(chunk)
+            monitor.broadcast()
             return true
         }
-        if taken { signal() } else { RemoteStats.bump(stats.diskWritesSkipped) }
+        if !taken { RemoteStats.bump(stats.diskWritesSkipped) }
         return taken
     }
 
-    private func locked<R>(_ body: () -> R) -> R {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body()
-    }
-
-    private func signal() {
-        pthread_mutex_lock(&mutex)
-        pthread_cond_signal(&cond)
-        pthread_mutex_unlock(&mutex)
-    }
-
     private func run() {
-        pthread_mutex_lock(&mutex)
+        monitor.lock()
         while true {
             if !queued.isEmpty {
                 let chunk = queued.removeFirst()
-                pthread_mutex_unlock(&mutex)
+                monitor.unlock()
                 let written = memory.withChunk(chunk) { disk.store(chunk, from: $0) }
                 if !written { RemoteStats.bump(stats.diskWritesSkipped) }
                 persist(force: false)
-                pthread_mutex_lock(&mutex)
+                monitor.lock()
                 continue
             }
             if stopping { break }
-            var deadline = timespec()
-            clock_gettime(CLOCK_REALTIME, &deadline)
-            deadline.tv_sec += 1
-            pthread_cond_timedwait(&cond, &mutex, &deadline)
-            pthread_mutex_unlock(&mutex)
+            monitor.wait(nanoseconds: 1_000_000_000)
+            monitor.unlock()
             persist(force: false)
-            pthread_mutex_lock(&mutex)
+            monitor.lock()
         }
-        pthread_mutex_unlock(&mutex)
+        monitor.unlock()
         persist(force: true)
     }
 

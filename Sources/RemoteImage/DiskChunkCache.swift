@@ -313,9 +313,3 @@ import ZstdImage
     @_spi(Fuzzing) public var reason: String
     init(_ reason: String) { self.reason = reason }
 }
-
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}

@@ -1,5 +1,6 @@
 import CRemote
 import Glibc
+import ZstdImage
 import Logging
 
 /// What the server says about the object before the device is made: its

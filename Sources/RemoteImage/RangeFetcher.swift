@@ -1,5 +1,6 @@
 import CRemote
 import Glibc
+import ZstdImage
 import Logging
 import Synchronization
 
@@ -50,7 +51,7 @@ final class RangeFetcher: @unchecked Sendable {
     private var transfers: [CurlTransfer]
     private var idle: [CurlTransfer]
     private var delayed: [FetchJob] = []
-    private var thread: pthread_t?
+    private var thread: SpawnedThread?
 
     init(endpoint: RemoteEndpoint, objectSize: UInt64, chunkSize: Int, connections: Int, policy: FetchPolicy,
          etag: String?, lastModified: String?, stats: RemoteStats, logger: Logger) throws(RemoteError) {
@@ -77,22 +78,20 @@ final class RangeFetcher: @unchecked Sendable {
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var t = pthread_t()
-        let rc = pthread_create(&t, nil, { arg in
-            let f = Unmanaged<RangeFetcher>.fromOpaque(arg!).takeRetainedValue()
-            _ = "vb-fetch".withCString { pthread_setname_np(pthread_self(), $0) }
-            f.run()
-            return nil
-        }, box)
-        precondition(rc == 0, "cannot start the fetcher thread")
-        thread = t
+        do {
+            thread = try SpawnedThread { [self] in
+                _ = "vb-fetch".withCString { pthread_setname_np(pthread_self(), $0) }
+                run()
+            }
+        } catch {
+            preconditionFailure("cannot start the fetcher thread: \(error)")
+        }
     }
 
     func stop() {
         queues.withLock { $0.stopping = true }
         curl_multi_wakeup(multi)
-        if let t = thread { pthread_join(t, nil) }
+        thread?.join()
         thread = nil
     }
 

@@ -29,14 +29,12 @@ final class BlockingRemoteSource: ImageByteSource, @unchecked Sendable {
             throw .truncated("\(sourceName) ends at \(byteCount), \(count) bytes were needed at \(offset)")
         }
         var done = 0
-        while done < count {
-            let position = offset + UInt64(done)
-            let chunk = Int(position >> UInt64(store.chunkShift))
-            let within = Int(position - store.chunkStart(chunk))
-            let n = min(count - done, store.chunkLength(chunk) - within)
-            try waitForChunk(chunk)
-            let copied = store.withLocalChunk(chunk, spare: &spare) { memcpy(buffer + done, $0 + within, n) }
-            if copied { done += n }
+        while true {
+            let (copied, missing) = store.copyLocal(into: buffer + done, count: count - done, at: offset + UInt64(done),
+                                                    spare: &spare)
+            done += copied
+            guard let missing else { return }
+            try waitForChunk(missing)
         }
     }
 
@@ -78,18 +76,9 @@ final class LocalRemoteSource: ImageByteSource, @unchecked Sendable {
         guard offset <= byteCount, UInt64(count) <= byteCount - offset else {
             throw .truncated("\(sourceName) ends at \(byteCount), \(count) bytes were needed at \(offset)")
         }
-        var done = 0
-        while done < count {
-            let position = offset + UInt64(done)
-            let chunk = Int(position >> UInt64(store.chunkShift))
-            let within = Int(position - store.chunkStart(chunk))
-            let n = min(count - done, store.chunkLength(chunk) - within)
-            let copied = store.withLocalChunk(chunk, spare: &spare) { memcpy(buffer + done, $0 + within, n) }
-            guard copied else {
-                missingChunk = chunk
-                throw .io(what: "chunk \(chunk) not cached", errno: EAGAIN)
-            }
-            done += n
+        if let missing = store.copyLocal(into: buffer, count: count, at: offset, spare: &spare).missing {
+            missingChunk = missing
+            throw .io(what: "chunk \(missing) not cached", errno: EAGAIN)
         }
     }
 }

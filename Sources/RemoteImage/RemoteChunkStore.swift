@@ -97,6 +97,24 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
         return true
     }
 
+    /// Copies object bytes `[offset, offset + count)` (in range: checked by the
+    /// caller) from the local tiers into `buffer`, stopping at the first chunk
+    /// that is not local: the bytes copied, and that chunk (nil when all were).
+    func copyLocal(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64,
+                   spare: inout UnsafeMutableRawPointer) -> (copied: Int, missing: Int?) {
+        var done = 0
+        while done < count {
+            let position = offset + UInt64(done)
+            let chunk = Int(position >> UInt64(chunkShift))
+            let within = Int(position - chunkStart(chunk))
+            let n = min(count - done, chunkLength(chunk) - within)
+            let copied = withLocalChunk(chunk, spare: &spare) { memcpy(buffer + done, $0 + within, n) }
+            guard copied else { return (done, chunk) }
+            done += n
+        }
+        return (done, nil)
+    }
+
     /// Asks for `chunk` unless it is local or already coming; `waiter` (a waker
     /// slot) is woken when it lands or fails. Returns false if the object changed
     /// (nothing will be fetched any more).

@@ -12,7 +12,7 @@ final class RemotePrefetcher: @unchecked Sendable {
     let bytesPerSecond: UInt64
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
-    private var thread: pthread_t?
+    private var thread: SpawnedThread?
 
     init(store: RemoteChunkStore, bytesPerSecond: UInt64, logger: Logger) {
         self.store = store
@@ -21,20 +21,19 @@ final class RemotePrefetcher: @unchecked Sendable {
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var t = pthread_t()
-        let rc = pthread_create(&t, nil, { arg in
-            let p = Unmanaged<RemotePrefetcher>.fromOpaque(arg!).takeRetainedValue()
-            _ = "vb-prefetch".withCString { pthread_setname_np(pthread_self(), $0) }
-            p.run()
-            return nil
-        }, box)
-        if rc == 0 { thread = t } else { logger.warning("prefetch thread not started: errno \(rc)") }
+        do {
+            thread = try SpawnedThread { [self] in
+                _ = "vb-prefetch".withCString { pthread_setname_np(pthread_self(), $0) }
+                run()
+            }
+        } catch {
+            logger.warning("prefetch thread not started: \(error)")
+        }
     }
 
     func stop() {
         stopping.store(true, ordering: .releasing)
-        if let t = thread { pthread_join(t, nil) }
+        thread?.join()
         thread = nil
     }
 

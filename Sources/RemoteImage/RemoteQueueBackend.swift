@@ -20,6 +20,7 @@ final class RemoteQueueBackend: QueueBackend {
     private struct ParkedRead {
         var tag: UInt32
         var offset: UInt64
+        var total: UInt64
         var iovecs: UnsafePointer<iovec>
         var count: Int
         var chunk: Int
@@ -110,7 +111,7 @@ final class RemoteQueueBackend: QueueBackend {
         if rc == -EAGAIN, store.objectChanged.load(ordering: .relaxed) { rc = -EIO }
         if rc == -EAGAIN {
             RemoteStats.bump(store.stats.parkedReads)
-            park(ParkedRead(tag: tag, offset: offset, iovecs: iovecs, count: count, chunk: missing,
+            park(ParkedRead(tag: tag, offset: offset, total: total, iovecs: iovecs, count: count, chunk: missing,
                             serial: store.failureSerial, deadline: monotonicSeconds() + parkTimeout, attempts: 0))
         } else {
             completions.push(tag: tag, result: rc)
@@ -259,9 +260,7 @@ final class RemoteQueueBackend: QueueBackend {
         let now = monotonicSeconds()
         while i < parkedCount {
             var op = parked[i]
-            var total: UInt64 = 0
-            for k in 0..<op.count { total &+= UInt64(op.iovecs[k].iov_len) }
-            var rc = read(offset: op.offset, total: total, iovecs: op.iovecs, count: op.count)
+            var rc = read(offset: op.offset, total: op.total, iovecs: op.iovecs, count: op.count)
             if rc == -EAGAIN {
                 if store.failedSince(missing, serial: op.serial) || store.failedSince(op.chunk, serial: op.serial)
                     || now > op.deadline || op.attempts >= Self.maxRetries {

@@ -49,6 +49,7 @@ public final class RemoteStats: Sendable {
     /// Name/value pairs, in a stable order, for `vduse-blk stats`.
     public func snapshot() -> [(String, UInt64)] {
         let fetched = chunksFetched.load(ordering: .relaxed)
+        let started = fetchesStarted.load(ordering: .relaxed)
         var rows: [(String, UInt64)] = [
             ("hits_memory", memoryHits.load(ordering: .relaxed)),
             ("hits_disk", diskHits.load(ordering: .relaxed)),
@@ -62,8 +63,7 @@ public final class RemoteStats: Sendable {
             ("disk_writes_skipped", diskWritesSkipped.load(ordering: .relaxed)),
             ("fetch_latency_avg_us", fetched == 0 ? 0 : latencyTotalMicros.load(ordering: .relaxed) / fetched),
             ("fetch_latency_max_us", latencyMaxMicros.load(ordering: .relaxed)),
-            ("fetch_queued_avg_us", fetchesStarted.load(ordering: .relaxed) == 0 ? 0
-                : queuedTotalMicros.load(ordering: .relaxed) / fetchesStarted.load(ordering: .relaxed)),
+            ("fetch_queued_avg_us", started == 0 ? 0 : queuedTotalMicros.load(ordering: .relaxed) / started),
         ]
         let counts = buckets.withLock { $0 }
         for (i, limit) in Self.latencyBucketsMillis.enumerated() {

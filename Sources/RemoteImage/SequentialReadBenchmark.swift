@@ -1,5 +1,6 @@
 import BlockBackends
 import Glibc
+import ZstdImage
 
 /// Reads a whole backend sequentially from one queue handle, `depth` reads of
 /// `blockSize` in flight, sleeping on the handle's completion fd as a queue

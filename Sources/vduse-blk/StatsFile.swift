@@ -1,5 +1,6 @@
 import BlockBackends
 import Glibc
+import ZstdImage
 
 /// Where a running device's counters are published: `$VDUSE_BLK_RUN_DIR`
 /// (default /run/vduse-blk)/NAME.stats, rewritten atomically every second by
@@ -30,52 +31,41 @@ enum StatsFile {
 }
 
 /// A thread publishing a backend's statistics every second until stopped.
+/// Owns the thread and the monitor guarding `stopping`.
 final class StatsPublisher: @unchecked Sendable {
     private let source: any BackendStatistics
     private let name: String
     private var stopping = false
-    private var lock = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var thread: pthread_t?
+    private let monitor = Monitor()
+    private var thread: SpawnedThread?
 
     init(source: any BackendStatistics, name: String) {
         self.source = source
         self.name = name
-        pthread_mutex_init(&lock, nil)
-        pthread_cond_init(&cond, nil)
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var t = pthread_t()
-        if pthread_create(&t, nil, { arg in
-            let p = Unmanaged<StatsPublisher>.fromOpaque(arg!).takeRetainedValue()
-            p.run()
-            return nil
-        }, box) == 0 { thread = t }
+        thread = try? SpawnedThread { [self] in run() }
     }
 
     func stop() {
-        pthread_mutex_lock(&lock)
-        stopping = true
-        pthread_cond_signal(&cond)
-        pthread_mutex_unlock(&lock)
-        if let t = thread { pthread_join(t, nil) }
+        monitor.withLock {
+            stopping = true
+            monitor.broadcast()
+        }
+        thread?.join()
         thread = nil
         StatsFile.write(source.statistics(), name: name)
     }
 
     private func run() {
-        pthread_mutex_lock(&lock)
+        monitor.lock()
         while !stopping {
-            pthread_mutex_unlock(&lock)
+            monitor.unlock()
             StatsFile.write(source.statistics(), name: name)
-            pthread_mutex_lock(&lock)
-            var deadline = timespec()
-            clock_gettime(CLOCK_REALTIME, &deadline)
-            deadline.tv_sec += 1
-            if !stopping { pthread_cond_timedwait(&cond, &lock, &deadline) }
+            monitor.lock()
+            if !stopping { monitor.wait(nanoseconds: 1_000_000_000) }
         }
-        pthread_mutex_unlock(&lock)
+        monitor.unlock()
     }
 }

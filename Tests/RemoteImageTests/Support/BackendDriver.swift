@@ -1,6 +1,7 @@
 import BlockBackends
 import Glibc
 import XCTest
+import ZstdImage
 
 /// Drives one `QueueBackend` the way a queue thread does (prepare, submit,
 /// reap; sleep on `completionFD` while ops are outstanding) for tests.
@@ -102,11 +103,8 @@ final class BackendDriver {
     }
 }
 
-func monotonic() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+/// Seconds on the monotonic clock (the project's clock, from ZstdImage).
+func monotonic() -> Double { monotonicSeconds() }
 
 /// A fresh temporary directory (removed by the caller's teardown).
 func makeTempDirectory(_ label: String) -> String {
