@@ -1,6 +1,5 @@
 import CRemote
 import Glibc
-import ZstdImage
 import Synchronization
 
 /// Wakes one queue thread when a chunk it waits for has arrived (or failed):
