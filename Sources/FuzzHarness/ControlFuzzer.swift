@@ -35,6 +35,13 @@ public enum ControlFuzzer {
         return l
     }()
 
+    /// Made once and reused by every input (what the disk holds does not
+    /// steer the control paths): each input used to pay for a 1 MiB disk
+    /// and 256 KiB of guest memory.
+    static let writableBackend = try! MemoryBackendFactory(capacityBytes: 1 << 20, readOnly: false)
+    static let readOnlyBackend = try! MemoryBackendFactory(capacityBytes: 1 << 20, readOnly: true)
+    static let guestMemory = SimulatedGuestMemory(iova: memoryIOVA, size: memorySize)
+
     public static func run(_ data: UnsafeRawBufferPointer) {
         var input = FuzzInput(data)
         let c0 = input.u8()
@@ -42,7 +49,7 @@ public enum ControlFuzzer {
         let numQueues = 1 + Int(c0 & 3)
         let maxSize = UInt16(4) << UInt16((c0 >> 2) & 3)                  // 4...32
         let readOnly = c0 & 0x10 != 0
-        let backend = try! MemoryBackendFactory(capacityBytes: 1 << 20, readOnly: readOnly)
+        let backend = readOnly ? readOnlyBackend : writableBackend
         let parameters = BlkDeviceParameters(capacityBytes: 1 << 20, readOnly: readOnly, serial: "fuzz",
                                              numQueues: UInt16(numQueues), queueSize: maxSize,
                                              discard: !readOnly, writeZeroes: !readOnly)
@@ -225,7 +232,7 @@ final class FuzzTransport: DeviceTransport, @unchecked Sendable {
     var interruptSink: any InterruptSink { sink }
 
     init(sizes: [UInt16], features: UInt64, readyMask: UInt8) {
-        memory = SimulatedGuestMemory(iova: ControlFuzzer.memoryIOVA, size: ControlFuzzer.memorySize)
+        memory = ControlFuzzer.guestMemory
         self.sizes = sizes
         self.features = features
         self.readyMask = readyMask

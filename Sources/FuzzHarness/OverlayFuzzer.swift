@@ -175,15 +175,19 @@ public enum OverlayFuzzer {
         }
         fuzzCheck(again.allocatedSectors == allocated, "reopened with \(again.allocatedSectors) sectors allocated, not \(allocated)")
         fuzzCheck(!again.mapHasBitsPastEnd, "reopened overlay has map bits past the end")
-        if !shadow.isEmpty {
-            let lo = shadow.keys.min()!, hi = shadow.keys.max()!
-            var s = lo
-            while s <= hi {
-                let n = min(hi - s + 1, 128)
-                check(again, sector: s, count: n, shadow: shadow)
-                s += n
+        // Every sector written in this run, in runs of up to 128 (the gaps
+        // between them were checked by the reads above, if the input asked).
+        var runStart: UInt64?, runEnd: UInt64 = 0
+        for s in shadow.keys.sorted() {
+            if let start = runStart, s == runEnd, s - start < 128 {
+                runEnd = s + 1
+                continue
             }
+            if let start = runStart { check(again, sector: start, count: runEnd - start, shadow: shadow) }
+            runStart = s
+            runEnd = s + 1
         }
+        if let start = runStart { check(again, sector: start, count: runEnd - start, shadow: shadow) }
     }
 
     static var trace: Bool { QueueFuzzer.trace }
@@ -239,6 +243,15 @@ public enum OverlayFuzzer {
                              scratch: scratch, scratchCount: 4)
     }
 
+    /// What the base "holds" (0xB5), and where `check` reads to: sized for
+    /// the largest read (128 sectors), made once.
+    nonisolated(unsafe) static let baseFill: UnsafeRawPointer = {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: 128 * 512, alignment: 512)
+        memset(p, 0xB5, 128 * 512)
+        return UnsafeRawPointer(p)
+    }()
+    nonisolated(unsafe) static let readBuffer = UnsafeMutableRawPointer.allocate(byteCount: 128 * 512, alignment: 512)
+
     static func pattern(_ fill: UInt8, _ sector: UInt64) -> UInt8 {
         fill == 0 ? 0 : fill ^ UInt8(truncatingIfNeeded: sector &* 0x9E) | 1
     }
@@ -248,8 +261,7 @@ public enum OverlayFuzzer {
     static func check(_ overlay: Overlay, sector: UInt64, count: UInt64, shadow: [UInt64: UInt8]) {
         let offset = sector * 512, total = count * 512
         let length = Int(total)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 512)
-        defer { buffer.deallocate() }
+        let buffer = readBuffer
         memset(buffer, 0xEE, length)
         let a = length / 3, b = length / 3 * 2
         let iovecs = [iovec(iov_base: buffer, iov_len: a), iovec(iov_base: buffer + a, iov_len: b - a),
@@ -267,8 +279,7 @@ public enum OverlayFuzzer {
                     fuzzCheck(shadow[s] == nil, "base asked for sector \(s), written in this run")
                 }
                 position = to
-                var fill = [UInt8](repeating: 0xB5, count: Int(to - from))
-                fill.withUnsafeMutableBytes { cursor.copyIn(from: $0.baseAddress!, length: $0.count) }
+                cursor.copyIn(from: baseFill, length: Int(to - from))
                 return 0
             }
         }

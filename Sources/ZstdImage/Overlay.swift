@@ -31,7 +31,13 @@ public final class Overlay: @unchecked Sendable {
     private let staging: UnsafeMutableRawPointer
     private let stagedPages: UnsafeMutablePointer<Int32>
     private let headerBuffer: UnsafeMutableRawPointer
-    private let zeroes: UnsafeMutableRawPointer
+    /// Source of the zero writes where punching a hole is refused: one
+    /// read-only buffer for every overlay in the process.
+    nonisolated(unsafe) private static let zeroes: UnsafeRawPointer = {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: zeroesSize, alignment: 4096)
+        memset(p, 0, zeroesSize)
+        return UnsafeRawPointer(p)
+    }()
     static let zeroesSize = 256 << 10
     private let punchHoleWorks = Atomic<Bool>(true)
 
@@ -47,8 +53,6 @@ public final class Overlay: @unchecked Sendable {
         staging = .allocate(byteCount: max(1, layout.pageCount) * OverlayLayout.blockSize, alignment: 4096)
         stagedPages = .allocate(capacity: max(1, layout.pageCount))
         headerBuffer = .allocate(byteCount: layout.slotHeaderRegion, alignment: 4096)
-        zeroes = .allocate(byteCount: Self.zeroesSize, alignment: 4096)
-        memset(zeroes, 0, Self.zeroesSize)
     }
 
     deinit {
@@ -56,7 +60,6 @@ public final class Overlay: @unchecked Sendable {
         staging.deallocate()
         stagedPages.deallocate()
         headerBuffer.deallocate()
-        zeroes.deallocate()
     }
 
     /// Opens the overlay at `path` for `image`, creating it if missing.
@@ -257,7 +260,7 @@ public final class Overlay: @unchecked Sendable {
             var done: UInt64 = 0
             while done < length && rc == 0 {
                 let n = Int(min(UInt64(Self.zeroesSize), length - done))
-                let written = file.writeFully(zeroes, count: n, at: start + done)
+                let written = file.writeFully(Self.zeroes, count: n, at: start + done)
                 if written < 0 { rc = Int32(written) }
                 done += UInt64(n)
             }
