@@ -9,7 +9,7 @@
 #
 #   scripts/bench-guest.sh            # host: build check, boot guest, run, render
 # Env: BENCH_RUNTIME (s per fio job, default 8), BENCH_ROUNDS (default 2),
-#      BENCH_POLL_PEER=1 (also a vduse-blk with --wait poll), BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (512M),
+#      BENCH_POLL_PEER=1 (also a vduse-blk with --wait poll), BENCH_UMEM_PEER=1 (also one with --bounce user), BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (512M),
 #      VDUSE_BLK (binary, default .build/release/vduse-blk)
 # Numbers are measured under software emulation (TCG): compare ratios only.
 set -uo pipefail
@@ -24,7 +24,7 @@ if [[ ${1:-} != --in-guest ]]; then
   mkdir -p "$OUTDIR"
   VDUSE_VM_MODULES="null_blk ${VDUSE_VM_MODULES:-}" VDUSE_VM_MEM=${VDUSE_VM_MEM:-3G} \
   VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-2400} \
-  VDUSE_VM_ENV="BENCH_POLL_PEER BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK ${VDUSE_VM_ENV:-}" \
+  VDUSE_VM_ENV="BENCH_POLL_PEER BENCH_UMEM_PEER BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK ${VDUSE_VM_ENV:-}" \
     bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-guest.sh") --in-guest" || exit $?
   python3 - "$OUTDIR/raw" "$OUTDIR/guest-bench.json" <<'PY' || { echo "bench-guest: no results" >&2; exit 1; }
 import glob, json, os, sys
@@ -93,11 +93,12 @@ start_vduse() {
   DPID[vduse-blk]=$!
   DEVS[vduse-blk]=$(wait_dev serial:bench-vduse)
 }
-start_vduse_poll() {  # BENCH_POLL_PEER=1: a second vduse-blk sleeping in poll() instead of io_uring
-  "$BIN" create "$NAME-p" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
-    --serial bench-vpoll --engine uring --wait poll --attach --log-level warning >"$W/vpoll.log" 2>&1 &
-  DPID[vduse-poll]=$!
-  DEVS[vduse-poll]=$(wait_dev serial:bench-vpoll)
+start_vduse_peer() {  # LABEL SUFFIX SERIAL OPTIONS...: another vduse-blk on the same file, other options
+  local label=$1 suffix=$2 serial=$3; shift 3
+  "$BIN" create "$NAME-$suffix" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
+    --serial "$serial" --engine uring --attach --log-level warning "$@" >"$W/$label.log" 2>&1 &
+  DPID[$label]=$!
+  DEVS[$label]=$(wait_dev "serial:$serial")
 }
 start_qsd() {
   qemu-storage-daemon \
@@ -135,9 +136,13 @@ say "guest: $(nproc) vCPUs, image $IMG_SIZE on tmpfs, $QUEUES queues x $QSIZE"
 start_vduse || { echo "cannot start vduse-blk: $(cat "$W/vduse.log")" >&2; exit 1; }
 start_qsd || { echo "cannot start qsd: $(cat "$W/qsd.log")" >&2; exit 1; }
 IMPLS=(vduse-blk qsd)
-if [[ ${BENCH_POLL_PEER:-0} == 1 ]]; then
-  start_vduse_poll || { echo "cannot start vduse-blk --wait poll: $(cat "$W/vpoll.log")" >&2; exit 1; }
+if [[ ${BENCH_POLL_PEER:-0} == 1 ]]; then   # queue threads sleeping in poll() instead of in io_uring
+  start_vduse_peer vduse-poll p bench-vpoll --wait poll || { echo "cannot start vduse-blk --wait poll: $(cat "$W/vduse-poll.log")" >&2; exit 1; }
   IMPLS+=(vduse-poll)
+fi
+if [[ ${BENCH_UMEM_PEER:-0} == 1 ]]; then   # bounce region in daemon pages (VDUSE_IOTLB_REG_UMEM)
+  start_vduse_peer vduse-umem u bench-vumem --bounce user || { echo "cannot start vduse-blk --bounce user: $(cat "$W/vduse-umem.log")" >&2; exit 1; }
+  IMPLS+=(vduse-umem)
 fi
 for impl in "${IMPLS[@]}"; do [[ -n ${DEVS[$impl]} ]] || { echo "no device for $impl" >&2; exit 1; }; done
 say "vduse-blk on /dev/${DEVS[vduse-blk]}, qemu-storage-daemon on /dev/${DEVS[qsd]}"

@@ -19,19 +19,19 @@ for r in rows:
 def mean(xs, k):
     return sum(x[k] for x in xs) / len(xs) if xs else float("nan")
 
-print(f'{"job":<22}{"impl":<11}{"IOPS":>10}{"MiB/s":>9}{"mean us":>10}{"p99 us":>10}{"ratio":>8}')
+print(f'{"job":<22}{"impl":<12}{"IOPS":>10}{"MiB/s":>9}{"mean us":>10}{"p99 us":>10}{"ratio":>8}')
 lines = []
 for job in jobs:
     metric = "mib_s" if job.startswith("seq") else "iops"
     q = mean(acc[(job, "qsd")], metric)
     v = mean(acc[(job, "vduse-blk")], metric)
-    for impl in ("vduse-blk", "vduse-poll", "qsd", "null_blk"):
+    for impl in ("vduse-blk", "vduse-poll", "vduse-umem", "qsd", "null_blk"):
         xs = acc[(job, impl)]
         if not xs:
             continue
         mine = mean(xs, metric)
         ratio = f'{mine / q:7.2f}x' if impl.startswith("vduse") and q > 0 else ""
-        print(f'{job:<22}{impl:<11}{mean(xs, "iops"):>10.0f}{mean(xs, "mib_s"):>9.1f}'
+        print(f'{job:<22}{impl:<12}{mean(xs, "iops"):>10.0f}{mean(xs, "mib_s"):>9.1f}'
               f'{mean(xs, "mean_us"):>10.0f}{mean(xs, "p99_us"):>10.0f}{ratio:>8}')
     n = mean(acc[(job, "null_blk")], metric)
     lines.append(f'"{job}" {v:.2f} {q:.2f} {n if n == n else 0:.2f}')

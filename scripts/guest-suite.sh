@@ -20,7 +20,7 @@
 #                      qemu-storage-daemon's vduse-blk export, to validate the suite
 #   E2E_FIO_SIZE       per-job fio size (default 16M); E2E_FIO_RUNTIME cap (90 s)
 #   E2E_ONLY           space-separated sections to run (default: all): basic bs4k
-#                      fio readonly zstd remote host manual destroy
+#                      fio readonly zstd remote bounce host manual destroy
 #   E2E_DEV_TIMEOUT    seconds to wait for a device to appear (default 30)
 #   E2E_KEEP=1         keep the guest's /dev/shm work dir (only useful with --in-guest)
 #   and run-in-guest.sh's VDUSE_VM_* (VDUSE_VM_TIMEOUT defaults to 1500 s).
@@ -111,7 +111,7 @@ fi
 FIO_SIZE=${E2E_FIO_SIZE:-16M}
 FIO_RUNTIME=${E2E_FIO_RUNTIME:-90}
 DEV_TIMEOUT=${E2E_DEV_TIMEOUT:-30}
-ONLY=" ${E2E_ONLY:-basic bs4k fio readonly zstd remote host manual destroy} "
+ONLY=" ${E2E_ONLY:-basic bs4k fio readonly zstd remote bounce host manual destroy} "
 want() { [[ $ONLY == *" $1 "* ]]; }
 W=$(mktemp -d /dev/shm/e2e.XXXXXX)
 mkdir -p "$SHARED/logs"
@@ -625,12 +625,41 @@ remote_section() {
   nginx_stop
 }
 
+# ---------------------------------------------------------------------------------
+# Daemon-supplied bounce pages (VDUSE_IOTLB_REG_UMEM): the kernel copies request
+# data into our memory instead of its own; data already in flight when they are
+# registered (the partition scan) must survive the switch.
+bounce_section() {
+  section "bounce: --bounce user (VDUSE_IOTLB_REG_UMEM)"
+  if [[ $PEER != vduse-blk ]]; then skip "user bounce pages" "vduse-blk only"; return; fi
+  local n=e2eumem img=$W/umem.img dev
+  head -c 64M /dev/urandom >"$img"
+  if ! dev_start "$n" "$img" --queues 2 --serial E2E-UMEM --bounce user --log-level info; then
+    notok "bounce user: device appears" "$(logtail $n)" "$(dmesgtail)"; dev_stop "$n" 5; return
+  fi
+  dev=${DDEV[$n]}
+  local i
+  for ((i = 0; i < 50; i++)); do grep -q "daemon pages registered" "${DLOG[$n]}" && break; sleep 0.1; done
+  if grep -q "daemon pages registered" "${DLOG[$n]}"
+  then ok "bounce user: $(grep -o 'bounce region: .*' "${DLOG[$n]}" | head -n 1)"
+  else notok "bounce user: the daemon registers its pages" "$(logtail $n)" "$(dmesgtail)"; fi
+  if cmp <(dd if=/dev/$dev bs=1M iflag=direct status=none) "$img"
+  then ok "bounce user: the whole device reads back equal to the image"
+  else notok "bounce user: the whole device reads back equal to the image" "$(logtail $n)"; fi
+  fio_verify "bounce user: fio 4k randwrite+verify QD32 numjobs 2" "$dev" --name=umem --bs=4k --rw=randwrite \
+    --size=8M --offset_increment=8M --ioengine=io_uring --iodepth=32 --numjobs=2
+  fio_verify "bounce user: fio 1M seq write+verify QD8" "$dev" --name=umem-seq --bs=1M --rw=write \
+    --size=32M --offset=32M --ioengine=libaio --iodepth=8
+  stop_checks "$n" "bounce user"
+}
+
 want basic && basic
 want bs4k && bs4k
 if want fio; then fio_engine uring; fio_engine aio; fi
 want readonly && readonly_dev
 want zstd && zstd_section
 want remote && remote_section
+want bounce && bounce_section
 want host && host_section
 want manual && manual
 want destroy && destroy

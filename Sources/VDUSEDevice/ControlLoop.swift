@@ -61,10 +61,15 @@ public final class ControlLoop<Transport: DeviceTransport>: @unchecked Sendable 
             let n = withUnsafeMutablePointer(to: &fds) { fp in
                 withUnsafeMutablePointer(to: &rev) { rp in
                     vb_poll_in(UnsafeRawPointer(fp).assumingMemoryBound(to: Int32.self),
-                               UnsafeMutableRawPointer(rp).assumingMemoryBound(to: Int16.self), 2, -1)
+                               UnsafeMutableRawPointer(rp).assumingMemoryBound(to: Int16.self), 2,
+                               controller.retryAfterMillis)
                 }
             }
             if n == -EINTR { continue }
+            if n == 0 {
+                controller.retryPending()
+                continue
+            }
             if n < 0 {
                 logger.error("control loop: poll failed: \(String(cString: strerror(-n)))")
                 return

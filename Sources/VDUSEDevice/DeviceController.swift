@@ -29,17 +29,23 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     public let parameters: BlkDeviceParameters
     public let pollMicros: Int
     public let ringWait: Bool
+    /// Serve the bounce region from daemon pages (`--bounce user`).
+    public let userBounce: Bool
+    /// Waiting for the kernel's bounce region to appear (see `retryAfterMillis`).
+    var userBouncePending = false
     let logger: Logger
     let queues: [QueueState]
     public private(set) var status: UInt8 = 0
     public private(set) var negotiatedFeatures: UInt64 = 0
 
     public init(transport: Transport, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, ringWait: Bool = true, logger: Logger) throws(VDUSEError) {
+                pollMicros: Int = 0, ringWait: Bool = true, userBounce: Bool = false,
+                logger: Logger) throws(VDUSEError) {
         self.transport = transport
         self.parameters = parameters
         self.pollMicros = pollMicros
         self.ringWait = ringWait
+        self.userBounce = userBounce
         self.logger = logger
         var qs: [QueueState] = []
         for i in 0..<Int(parameters.numQueues) {
@@ -98,6 +104,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         if s == 0 {
             stopQueues()
             negotiatedFeatures = 0
+            userBouncePending = false
         } else if s & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) != 0, old & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) == 0 {
             startQueues()
         }
@@ -136,6 +143,41 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
             }
         }
         logger.info("\(runningQueues) queue(s) running")
+        if userBounce { adoptUserBounce() }
+    }
+
+    /// How long the control loop may sleep before `retryPending()` has
+    /// something to do (milliseconds; -1: until the next request).
+    public var retryAfterMillis: Int32 { userBouncePending ? 20 : -1 }
+
+    /// Work the control thread retries on a timer.
+    public func retryPending() {
+        if userBouncePending { adoptUserBounce() }
+    }
+
+    /// Moves the bounce region onto daemon pages once the kernel has one:
+    /// every worker pauses (no I/O in flight, no stale view of the kernel's
+    /// pages), the pages are registered (the kernel copies what is in use
+    /// into them), every view drops its mappings, and the workers resume.
+    func adoptUserBounce() {
+        userBouncePending = false
+        switch transport.userBounceState() {
+        case .registered: return
+        case .notYet: userBouncePending = true
+        case .unsupported(let why): logger.warning("--bounce user: \(why); keeping the kernel's bounce pages")
+        case .ready(let bytes):
+            let running = queues.filter { $0.worker != nil }
+            for st in running { st.worker!.control.requestPause() }
+            for st in running { st.worker!.control.waitParked() }
+            do {
+                try transport.registerUserBounce(bytes: bytes)
+                logger.info("bounce region: \(bytes >> 20) MiB of daemon pages registered (VDUSE_IOTLB_REG_UMEM)")
+            } catch {
+                logger.warning("--bounce user: \(error); keeping the kernel's bounce pages")
+            }
+            for st in running { if let m = st.memory { transport.invalidate(m, start: 0, last: .max) } }
+            for st in running { st.worker!.control.resume() }
+        }
     }
 
     /// Stops every worker (draining in-flight I/O) and drops their mappings.

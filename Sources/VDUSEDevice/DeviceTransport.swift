@@ -27,4 +27,28 @@ public protocol DeviceTransport: AnyObject, Sendable {
     /// Drops cached mappings overlapping [start, last] (the owning worker is paused).
     func invalidate(_ memory: Memory, start: UInt64, last: UInt64)
     var interruptSink: any InterruptSink { get }
+    /// Where daemon-supplied bounce pages (`VDUSE_IOTLB_REG_UMEM`) stand.
+    func userBounceState() -> UserBounceState
+    /// Registers daemon pages as the bounce region of `bytes` (every worker
+    /// is paused); afterwards `invalidate` makes a view use them.
+    func registerUserBounce(bytes: UInt64) throws(VDUSEError)
+}
+
+/// Whether the device's bounce region can take daemon pages.
+public enum UserBounceState: Equatable, Sendable {
+    /// No bounce region yet: the kernel sets it up when the driver maps its first buffer.
+    case notYet
+    /// A bounce region of this many bytes that accepts daemon pages.
+    case ready(bytes: UInt64)
+    /// Daemon pages are in use.
+    case registered
+    /// Never possible here (vhost-vdpa, an old kernel, a simulated transport).
+    case unsupported(String)
+}
+
+extension DeviceTransport {
+    public func userBounceState() -> UserBounceState { .unsupported("this transport has no bounce region") }
+    public func registerUserBounce(bytes: UInt64) throws(VDUSEError) {
+        throw .attach("this transport has no bounce region")
+    }
 }

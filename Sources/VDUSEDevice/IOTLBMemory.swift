@@ -18,6 +18,9 @@ public final class IOTLBMemory: GuestMemory, @unchecked Sendable {
     let deviceFD: Int32
     var mappings: [Mapping] = []
     var lastHit = 0
+    /// Daemon pages backing IOVA [0, size) instead of the kernel's bounce
+    /// pages (whose mmap stops working once these are registered).
+    var userBounce: UserBounceBuffer?
 
     public init(deviceFD: Int32) {
         self.deviceFD = deviceFD
@@ -27,6 +30,9 @@ public final class IOTLBMemory: GuestMemory, @unchecked Sendable {
     deinit { invalidateAll() }
 
     public func translate(_ address: UInt64, length: UInt64, write: Bool) -> GuestSpan? {
+        if let b = userBounce, address < b.size {
+            return GuestSpan(pointer: b.base + Int(address), length: min(length, b.size - address))
+        }
         if lastHit < mappings.count, let s = span(mappings[lastHit], address, length, write) { return s }
         for i in mappings.indices where address >= mappings[i].start && address <= mappings[i].last {
             lastHit = i

@@ -13,6 +13,7 @@ public final class VDUSEBlockDevice {
     let backend: any BlockBackendFactory
     let pollMicros: Int
     let ringWait: Bool
+    let userBounce: Bool
     let logger: Logger
     let control: VDUSEControl
     var transport: VDUSETransport?
@@ -21,8 +22,10 @@ public final class VDUSEBlockDevice {
     var created = false
 
     public init(name: String, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, ringWait: Bool = true, logger: Logger) throws(VDUSEError) {
+                pollMicros: Int = 0, ringWait: Bool = true, userBounce: Bool = false,
+                logger: Logger) throws(VDUSEError) {
         try VDUSEControl.validate(name: name)
+        self.userBounce = userBounce
         self.name = name
         self.parameters = parameters
         self.backend = backend
@@ -42,7 +45,8 @@ public final class VDUSEBlockDevice {
             transport = t
             for q in 0..<Int(parameters.numQueues) { try t.setupQueue(q, maxSize: parameters.queueSize) }
             let c = try DeviceController(transport: t, parameters: parameters, backend: backend,
-                                         pollMicros: pollMicros, ringWait: ringWait, logger: logger)
+                                         pollMicros: pollMicros, ringWait: ringWait, userBounce: userBounce,
+                                         logger: logger)
             controller = c
             let l = try ControlLoop(deviceFD: t.fd, controller: c, logger: logger)
             loop = l

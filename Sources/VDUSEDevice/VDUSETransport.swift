@@ -7,6 +7,9 @@ public final class VDUSETransport: DeviceTransport {
     public let fd: Int32
     public let name: String
     public let interruptSink: any InterruptSink
+    /// Daemon bounce pages once registered (set on the control thread while
+    /// every worker is paused; released after the fd is closed).
+    nonisolated(unsafe) var userBounce: UserBounceBuffer?
 
     /// Opens `/dev/vduse/NAME` (one opener at a time).
     public init(name: String) throws(VDUSEError) {
@@ -23,7 +26,10 @@ public final class VDUSETransport: DeviceTransport {
         interruptSink = VDUSEInterruptSink(deviceFD: fd)
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)       // the kernel unpins (and stops using) the bounce pages here
+        userBounce = nil
+    }
 
     public func setupQueue(_ index: Int, maxSize: UInt16) throws(VDUSEError) {
         let rc = retryEINTR { vb_vduse_vq_setup(fd, UInt32(index), maxSize) }
@@ -57,9 +63,37 @@ public final class VDUSETransport: DeviceTransport {
         _ = retryEINTR { vb_vduse_vq_setup_kickfd(fd, UInt32(queue), VB_VDUSE_EVENTFD_DEASSIGN) }
     }
 
-    public func makeMemory(queue: Int) -> IOTLBMemory { IOTLBMemory(deviceFD: fd) }
+    public func makeMemory(queue: Int) -> IOTLBMemory {
+        let m = IOTLBMemory(deviceFD: fd)
+        m.userBounce = userBounce
+        return m
+    }
 
+    /// Drops the view's mappings overlapping [start, last] and points it at
+    /// the daemon bounce pages if they were registered since.
     public func invalidate(_ memory: IOTLBMemory, start: UInt64, last: UInt64) {
         memory.invalidate(start: start, last: last)
+        memory.userBounce = userBounce
+    }
+
+    public func userBounceState() -> UserBounceState {
+        if userBounce != nil { return .registered }
+        var info = vb_vduse_iova_info()
+        let rc = retryEINTR { vb_vduse_iotlb_get_info(fd, &info) }
+        if rc == -ENOTTY { return .unsupported("the kernel has no VDUSE_IOTLB_GET_INFO (needs 6.0 or later)") }
+        // EINVAL: nothing mapped at IOVA 0 yet (the bounce region appears with the first DMA mapping).
+        guard rc == 0 else { return .notYet }
+        guard info.capability & VB_VDUSE_IOVA_CAP_UMEM != 0, info.start == 0 else {
+            return .unsupported("IOVA 0 is not a bounce region (bound to vhost-vdpa?)")
+        }
+        return .ready(bytes: info.last &+ 1)
+    }
+
+    public func registerUserBounce(bytes: UInt64) throws(VDUSEError) {
+        let buffer = try UserBounceBuffer(size: bytes)
+        try buffer.raiseMemlockLimit()
+        let rc = retryEINTR { vb_vduse_iotlb_reg_umem(fd, UInt64(UInt(bitPattern: buffer.base)), 0, bytes) }
+        if rc < 0 { throw .ioctl(what: "VDUSE_IOTLB_REG_UMEM (\(bytes >> 20) MiB)", errno: -rc) }
+        userBounce = buffer
     }
 }

@@ -59,6 +59,10 @@ struct CreateCommand: ParsableCommand {
                                visibility: .hidden))
     var wait: String = "ring"
 
+    @Option(help: ArgumentHelp("Bounce pages of a virtio-vdpa device: kernel (default) or user (daemon memory registered with VDUSE_IOTLB_REG_UMEM).",
+                               visibility: .hidden))
+    var bounce: String = "kernel"
+
     @Flag(help: "Bind the device with `vdpa dev add` once ready, unbind on exit.")
     var attach = false
 
@@ -79,6 +83,7 @@ struct CreateCommand: ParsableCommand {
         }
         guard FileEngine(rawValue: engine) != nil else { throw ValidationError("--engine must be uring, aio or sync") }
         guard wait == "ring" || wait == "poll" else { throw ValidationError("--wait must be ring or poll") }
+        guard bounce == "kernel" || bounce == "user" else { throw ValidationError("--bounce must be kernel or user") }
         guard (0...1_000_000).contains(pollMicros) else { throw ValidationError("--poll-us must be 0-1000000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
@@ -153,7 +158,8 @@ struct CreateCommand: ParsableCommand {
         let device: VDUSEBlockDevice
         do {
             device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
-                                          pollMicros: pollMicros, ringWait: wait == "ring", logger: logger)
+                                          pollMicros: pollMicros, ringWait: wait == "ring",
+                                          userBounce: bounce == "user", logger: logger)
             try device.create()
         } catch {
             throw CLIFailure(message: error.description)

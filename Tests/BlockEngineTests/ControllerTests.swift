@@ -19,6 +19,9 @@ final class SimulatedTransport: DeviceTransport, @unchecked Sendable {
     var kickFDs: [Int32: Int32] = [:]
     var invalidations: [(UInt64, UInt64)] = []
     var interruptSink: any InterruptSink { sink }
+    /// What `userBounceState()` reports next (the last one sticks).
+    var bounceStates: [UserBounceState] = [.unsupported("simulated")]
+    var registeredBounce: UInt64?
 
     init(queues: Int, size: UInt16, features: UInt64) {
         let m = SimulatedGuestMemory(iova: 0x1_0000_0000, size: 16 << 20)
@@ -39,6 +42,13 @@ final class SimulatedTransport: DeviceTransport, @unchecked Sendable {
     func detachKickFD(queue: Int) { kickFDs[Int32(queue)] = nil }
     func makeMemory(queue: Int) -> SimulatedGuestMemory { memory }
     func invalidate(_ memory: SimulatedGuestMemory, start: UInt64, last: UInt64) { invalidations.append((start, last)) }
+    func userBounceState() -> UserBounceState {
+        if registeredBounce != nil { return .registered }
+        return bounceStates.count > 1 ? bounceStates.removeFirst() : bounceStates[0]
+    }
+    func registerUserBounce(bytes: UInt64) throws(VDUSEError) {
+        registeredBounce = bytes
+    }
 
     /// The driver's kick reaches the device through the fd the controller attached.
     func kick(_ q: Int) {
@@ -175,5 +185,62 @@ final class ControllerTests: XCTestCase {
         XCTAssertEqual(resp.vq_state.split.avail_index, 1234)
         XCTAssertEqual(MemoryLayout<vb_vduse_dev_response>.size, 152)
         XCTAssertEqual(ControlResponse(requestID: 1, ok: false).encode().result, UInt32(VB_VDUSE_REQ_RESULT_FAILED))
+    }
+
+    /// `--bounce user`: the controller waits (on a timer) until the kernel has a
+    /// bounce region, then registers daemon pages, invalidates every running
+    /// queue's view, and I/O goes on (the workers resumed); a reset stops the
+    /// waiting. (That the pages are registered with no I/O in flight is the
+    /// pause protocol's job, tested with IOTLB updates above and in the guest.)
+    func testUserBounceIsAdoptedOnceTheBounceRegionExists() throws {
+        let params = BlkDeviceParameters(capacityBytes: 4 << 20, numQueues: 2, queueSize: 32)
+        let t = SimulatedTransport(queues: 2, size: 32, features: params.offeredFeatures)
+        t.bounceStates = [.notYet, .notYet, .ready(bytes: 64 << 20)]
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let c = try DeviceController(transport: t, parameters: params, backend: try MemoryBackendFactory(capacityBytes: 4 << 20),
+                                     userBounce: true, logger: logger)
+        XCTAssertEqual(c.retryAfterMillis, -1, "nothing to retry before DRIVER_OK")
+        _ = c.handle(.setStatus(requestID: 1, status: 0x0f))
+        XCTAssertEqual(c.runningQueues, 2)
+        XCTAssertEqual(c.retryAfterMillis, 20, "no bounce region yet: retry on a timer")
+        XCTAssertNil(t.registeredBounce)
+
+        // I/O in flight while the control thread retries.
+        let b = BlkRequestBuilder(driver: t.drivers[0])
+        let data = pattern(4096, seed: 5)
+        let w = b.write(sector: 16, bytes: data)!
+        t.kick(0)
+        c.retryPending()                       // still .notYet
+        XCTAssertNil(t.registeredBounce)
+        XCTAssertEqual(t.drivers[0].waitUsed(count: 1).count, 1)
+        XCTAssertEqual(b.statusByte(w), BlkStatus.ok)
+        t.invalidations.removeAll()
+        c.retryPending()                       // .ready: registered
+        XCTAssertEqual(t.registeredBounce, 64 << 20)
+        XCTAssertEqual(t.invalidations.count, 2, "every running queue's view is invalidated")
+        XCTAssertTrue(t.invalidations.allSatisfy { $0.0 == 0 && $0.1 == .max })
+        XCTAssertEqual(c.retryAfterMillis, -1)
+
+        // The workers resumed: I/O goes on.
+        let r = b.read(sector: 16, length: 4096)!
+        t.kick(0)
+        XCTAssertEqual(t.drivers[0].waitUsed(count: 1).count, 1)
+        XCTAssertEqual(b.data(r), data)
+
+        // A reset before the region appears stops the retries.
+        let t2 = SimulatedTransport(queues: 1, size: 32, features: params.offeredFeatures)
+        t2.bounceStates = [.notYet]
+        let c2 = try DeviceController(transport: t2, parameters: params, backend: try MemoryBackendFactory(capacityBytes: 4 << 20),
+                                      userBounce: true, logger: logger)
+        _ = c2.handle(.setStatus(requestID: 1, status: 0x0f))
+        XCTAssertEqual(c2.retryAfterMillis, 20)
+        _ = c2.handle(.setStatus(requestID: 2, status: 0))
+        XCTAssertEqual(c2.retryAfterMillis, -1)
+        // Unsupported (vhost-vdpa, old kernel): a warning, no retries.
+        t2.bounceStates = [.unsupported("simulated")]
+        _ = c2.handle(.setStatus(requestID: 3, status: 0x0f))
+        XCTAssertEqual(c2.retryAfterMillis, -1)
+        XCTAssertNil(t2.registeredBounce)
     }
 }
