@@ -116,10 +116,14 @@ public enum ControlFuzzer {
             for q in 0..<numQueues where transport.isRunning(q) {
                 let d = transport.drivers[q]
                 let published = d.publishedAvail
-                var waited = 0
-                while d.usedIndex != published, !controller.needsReset, waited < 4000 {
-                    usleep(500)
-                    waited += 1
+                // Yield first (the worker usually needs microseconds), then
+                // nap briefly; give up after 2 s. (A fixed usleep(500) cost
+                // more than half a millisecond per input.)
+                let deadline = monotonicNanos() + 2_000_000_000
+                var spins = 0
+                while d.usedIndex != published, !controller.needsReset, monotonicNanos() < deadline {
+                    spins += 1
+                    if spins < 200 { sched_yield() } else { usleep(50) }
                 }
                 fuzzCheck(d.usedIndex == published || controller.needsReset,
                           "queue \(q): \(published &- d.usedIndex) request(s) never completed")
@@ -315,4 +319,10 @@ extension SimulatedDriver {
     var publishedAvail: UInt16 {
         UInt16(littleEndian: vb_load_acquire_u16(memory.pointer(addresses.availRing + 2)))
     }
+}
+
+func monotonicNanos() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
 }
