@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import VDUSEDevice
 
 /// `vduse-blk stats NAME`: prints the counters a running device publishes
 /// (cache hits per tier, bytes fetched, fetch latency for remote images).
@@ -11,9 +12,8 @@ struct StatsCommand: ParsableCommand {
     var name: String
 
     func run() throws {
-        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
-            throw ValidationError("bad device name '\(name)'")
-        }
+        // The name becomes part of a path: the device-name rule keeps it one plain file name.
+        do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
         let path = StatsFile.path(for: name)
         guard let f = fopen(path, "r") else {
             printError("no statistics for \(name) (\(path) missing: is the device running with a remote backend?)")

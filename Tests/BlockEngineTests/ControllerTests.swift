@@ -243,4 +243,18 @@ final class ControllerTests: XCTestCase {
         XCTAssertEqual(c2.retryAfterMillis, -1)
         XCTAssertNil(t2.registeredBounce)
     }
+
+    /// Device names become file names (/dev/vduse/NAME, /run/vduse-blk/NAME.stats):
+    /// one plain name of [A-Za-z0-9._-], never a path, "." / ".." or "control".
+    func testDeviceNamesThatCouldEscapeTheirDirectoryAreRejected() {
+        for bad in ["", "a/b", "../x", "/etc/passwd", ".", "..", "control", "x y", "dev\n", "é",
+                    String(repeating: "a", count: 64)] {
+            XCTAssertThrowsError(try VDUSEControl.validate(name: bad), "'\(bad)' accepted") { e in
+                XCTAssertEqual(e as? VDUSEError, .badName(bad))
+            }
+        }
+        for good in ["vdb0", "my.disk-1_x", "...", String(repeating: "a", count: 63)] {
+            XCTAssertNoThrow(try VDUSEControl.validate(name: good), "'\(good)' rejected")
+        }
+    }
 }

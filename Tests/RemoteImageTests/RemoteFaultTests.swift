@@ -101,6 +101,25 @@ final class RemoteFaultTests: XCTestCase {
         assertChunkReads(f, q, chunk: 0)
     }
 
+    /// The object's size comes from the probe's `Content-Range` total: a server
+    /// claiming more than 2^24 chunks (or a total that is no number) fails
+    /// `create` with a clear message before anything is sized by it.
+    func testAbsurdObjectSizeFromTheServerFailsOpen() throws {
+        proxy.inject(.claimTotal("4611686018427387904"), count: 1)       // 2^62 bytes
+        XCTAssertThrowsError(try open()) { e in
+            XCTAssertTrue("\(e)".contains("claims 4611686018427387904 bytes"), "\(e)")
+        }
+        proxy.inject(.claimTotal("18446744073709551616"), count: 8)      // 2^64: not a UInt64
+        XCTAssertThrowsError(try open(["attempts=2", "timeout=3"])) { e in
+            XCTAssertTrue("\(e)".contains("without a usable Content-Range"), "\(e)")
+        }
+        proxy.clearFaults()
+        // The honest object behind the same proxy still opens and reads.
+        let f = try open()
+        defer { f.shutdown() }
+        assertChunkReads(f, BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16)), chunk: 3)
+    }
+
     func testObjectReplacedUnderARunningDeviceFailsMissesInsteadOfMixingVersions() throws {
         let f = try open()
         defer { f.shutdown() }

@@ -23,6 +23,8 @@ final class FaultProxy: @unchecked Sendable {
         case truncate
         /// Forward, but shift the `Content-Range` header by +512 bytes (body unchanged).
         case wrongRange
+        /// Forward, but replace the total in `Content-Range` ("bytes a-b/TOTAL") with this text.
+        case claimTotal(String)
         /// Read the request and close the connection without replying.
         case dropConnection
         /// Forward with the body paced at about this many bytes per second.

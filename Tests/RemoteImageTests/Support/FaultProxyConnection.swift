@@ -13,7 +13,7 @@ struct FaultProxyConnection {
 
     /// How the response body is relayed.
     private enum Relay {
-        case whole, half, shiftedRange, paced(bytesPerSecond: Int)
+        case whole, half, shiftedRange, claimedTotal(String), paced(bytesPerSecond: Int)
     }
 
     private static let maxHeadBytes = 64 * 1024
@@ -35,6 +35,7 @@ struct FaultProxyConnection {
             case .stall(let seconds): _ = core.sleep(seconds); reusable = false
             case .truncate: _ = forward(request, .half, keepAlive: keepAlive, &scratch); reusable = false
             case .wrongRange: reusable = forward(request, .shiftedRange, keepAlive: keepAlive, &scratch)
+            case .claimTotal(let total): reusable = forward(request, .claimedTotal(total), keepAlive: keepAlive, &scratch)
             case .dropConnection: reusable = false
             case .slowBody(let rate):
                 reusable = forward(request, .paced(bytesPerSecond: max(1, rate)), keepAlive: keepAlive, &scratch)
@@ -111,6 +112,9 @@ struct FaultProxyConnection {
         response.set("Connection", closeAfter ? "close" : "keep-alive")
         if case .shiftedRange = relay, let range = response["Content-Range"] {
             response.set("Content-Range", Self.shifted(range, by: 512))
+        }
+        if case .claimedTotal(let total) = relay, let range = response["Content-Range"], let slash = range.firstIndex(of: "/") {
+            response.set("Content-Range", range[..<slash] + "/" + total)
         }
         let headBytes = response.bytes
         guard LoopbackSocket.sendAll(client, headBytes) else { return false }
