@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Summarise guest-bench.json: per job, the mean over rounds for each
-implementation, and the ratio vduse-blk / qemu-storage-daemon (IOPS for 4k
-jobs, bandwidth for 1 MiB jobs). Writes a gnuplot data file as well."""
+implementation, the ratio vduse-blk / qemu-storage-daemon (IOPS for 4k
+jobs, bandwidth for 1 MiB jobs) of those means, and the lowest and highest
+ratio of a single round (both ran in the same round, back to back): the
+spread says how much of a ratio is noise. Writes a gnuplot data file as well."""
 import json
 import sys
 from collections import defaultdict
@@ -19,20 +21,29 @@ for r in rows:
 def mean(xs, k):
     return sum(x[k] for x in xs) / len(xs) if xs else float("nan")
 
-print(f'{"job":<22}{"impl":<12}{"IOPS":>10}{"MiB/s":>9}{"mean us":>10}{"p99 us":>10}{"ratio":>8}')
+def round_ratios(job, impl, metric):
+    qsd = {r["round"]: r[metric] for r in acc[(job, "qsd")]}
+    return [r[metric] / qsd[r["round"]] for r in acc[(job, impl)] if qsd.get(r["round"], 0) > 0]
+
+print(f'{"job":<22}{"impl":<12}{"IOPS":>10}{"MiB/s":>9}{"mean us":>10}{"p99 us":>10}{"ratio":>8}  per round')
 lines = []
 for job in jobs:
     metric = "mib_s" if job.startswith("seq") else "iops"
     q = mean(acc[(job, "qsd")], metric)
     v = mean(acc[(job, "vduse-blk")], metric)
-    for impl in ("vduse-blk", "vduse-poll", "vduse-umem", "qsd", "null_blk"):
+    for impl in ("vduse-blk", "vduse-ring", "vduse-poll", "vduse-umem", "qsd", "null_blk"):
         xs = acc[(job, impl)]
         if not xs:
             continue
         mine = mean(xs, metric)
         ratio = f'{mine / q:7.2f}x' if impl.startswith("vduse") and q > 0 else ""
+        spread = ""
+        if ratio:
+            rr = round_ratios(job, impl, metric)
+            if rr:
+                spread = f'  {min(rr):.2f}-{max(rr):.2f}'
         print(f'{job:<22}{impl:<12}{mean(xs, "iops"):>10.0f}{mean(xs, "mib_s"):>9.1f}'
-              f'{mean(xs, "mean_us"):>10.0f}{mean(xs, "p99_us"):>10.0f}{ratio:>8}')
+              f'{mean(xs, "mean_us"):>10.0f}{mean(xs, "p99_us"):>10.0f}{ratio:>8}{spread}')
     n = mean(acc[(job, "null_blk")], metric)
     lines.append(f'"{job}" {v:.2f} {q:.2f} {n if n == n else 0:.2f}')
 if dat:

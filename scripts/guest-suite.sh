@@ -399,10 +399,12 @@ bs4k() {
 
 # ---------------------------------------------------------------------------------
 fio_engine() {  # ENGINE: the daemon's I/O engine
-  local eng=$1 n=e2efio img=$W/fio.img dev
-  section "fio: --engine $eng, --queues 4"
+  local eng=$1 n=e2efio img=$W/fio.img dev wait=()
+  # uring: the queue threads sleep inside io_uring (--wait ring); everywhere else in poll() (the default)
+  [[ $eng == uring && $PEER == vduse-blk ]] && wait=(--wait ring)
+  section "fio: --engine $eng ${wait[*]}, --queues 4"
   rm -f "$img"
-  if ! dev_start "$n" "$img" --size 256M --queues 4 --engine "$eng" --serial "E2E-FIO-$eng"; then
+  if ! dev_start "$n" "$img" --size 256M --queues 4 --engine "$eng" "${wait[@]}" --serial "E2E-FIO-$eng"; then
     notok "engine $eng: device appears" "$(logtail $n)" "$(dmesgtail)"; dev_stop "$n" 5; return
   fi
   dev=${DDEV[$n]}
@@ -650,6 +652,20 @@ bounce_section() {
     --size=8M --offset_increment=8M --ioengine=io_uring --iodepth=32 --numjobs=2
   fio_verify "bounce user: fio 1M seq write+verify QD8" "$dev" --name=umem-seq --bs=1M --rw=write \
     --size=32M --offset=32M --ioengine=libaio --iodepth=8
+  # Unbind and bind again under the running daemon: the driver resets the device
+  # (the kernel drops its bounce mapping, keeps our pages) and probes it afresh.
+  timeout 20 vdpa dev del "$n"
+  timeout 20 vdpa dev add name "$n" mgmtdev vduse
+  local again=
+  for ((i = 0; i < 100; i++)); do
+    again=$(ls /sys/bus/vdpa/devices/"$n"/virtio*/block 2>/dev/null | head -n 1)
+    [[ -n $again && -b /dev/$again ]] && break
+    again=; sleep 0.1
+  done
+  if [[ -n $again ]] && cmp <(dd if=/dev/$again bs=1M iflag=direct status=none) "$img"
+  then ok "bounce user: after vdpa dev del + add, the device reads back equal to the image"
+  else notok "bounce user: after vdpa dev del + add, the device reads back equal to the image" "device: ${again:-none}" "$(logtail $n)" "$(dmesgtail)"; fi
+  DDEV[$n]=$again
   stop_checks "$n" "bounce user"
 }
 

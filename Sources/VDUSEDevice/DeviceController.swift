@@ -39,7 +39,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     public private(set) var negotiatedFeatures: UInt64 = 0
 
     public init(transport: Transport, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, ringWait: Bool = true, userBounce: Bool = false,
+                pollMicros: Int = 0, ringWait: Bool = false, userBounce: Bool = false,
                 logger: Logger) throws(VDUSEError) {
         self.transport = transport
         self.parameters = parameters

@@ -22,7 +22,7 @@ public final class VDUSEBlockDevice {
     var created = false
 
     public init(name: String, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, ringWait: Bool = true, userBounce: Bool = false,
+                pollMicros: Int = 0, ringWait: Bool = false, userBounce: Bool = false,
                 logger: Logger) throws(VDUSEError) {
         try VDUSEControl.validate(name: name)
         self.userBounce = userBounce

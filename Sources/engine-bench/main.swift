@@ -120,7 +120,7 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
     logger.logLevel = .error
     var workers: [QueueWorker<SimulatedGuestMemory>] = []
     for q in 0..<s.queues {
-        let ringWait = ProcessInfo.processInfo.environment["ENGINE_BENCH_WAIT"] != "poll"
+        let ringWait = ProcessInfo.processInfo.environment["ENGINE_BENCH_WAIT"] == "ring"
         let w = try QueueWorker(config: QueueWorkerConfig(queueIndex: q, addresses: drivers[q].driver.addresses,
                                                           features: params.offeredFeatures, ringWait: ringWait),
                                 memory: memory, backend: try factory.makeQueueBackend(queueIndex: q, depth: Int(queueSize)),

@@ -55,9 +55,9 @@ struct CreateCommand: ParsableCommand {
     @Option(name: .customLong("poll-us"), help: "Busy-poll each queue this many microseconds before sleeping.")
     var pollMicros: Int = 0
 
-    @Option(help: ArgumentHelp("How queue threads sleep: ring (in io_uring, with the uring engine) or poll.",
+    @Option(help: ArgumentHelp("How queue threads sleep: poll (default: poll() on the kick, wake and completion fds) or ring (inside io_uring, uring engine only).",
                                visibility: .hidden))
-    var wait: String = "ring"
+    var wait: String = "poll"
 
     @Option(help: ArgumentHelp("Bounce pages of a virtio-vdpa device: kernel (default) or user (daemon memory registered with VDUSE_IOTLB_REG_UMEM).",
                                visibility: .hidden))

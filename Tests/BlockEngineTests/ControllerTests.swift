@@ -66,12 +66,13 @@ final class ControllerTests: XCTestCase {
         return (c, t, backend)
     }
 
-    func make(queues: Int, backend: any BlockBackendFactory) throws -> (DeviceController<SimulatedTransport>, SimulatedTransport) {
+    func make(queues: Int, backend: any BlockBackendFactory,
+              ringWait: Bool = false) throws -> (DeviceController<SimulatedTransport>, SimulatedTransport) {
         let params = BlkDeviceParameters(capacityBytes: 4 << 20, numQueues: UInt16(queues), queueSize: 32)
         let t = SimulatedTransport(queues: queues, size: 32, features: params.offeredFeatures)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let c = try DeviceController(transport: t, parameters: params, backend: backend, logger: logger)
+        let c = try DeviceController(transport: t, parameters: params, backend: backend, ringWait: ringWait, logger: logger)
         return (c, t)
     }
 
@@ -83,7 +84,7 @@ final class ControllerTests: XCTestCase {
         let dir = String(cString: mkdtemp(&tmpl))
         defer { _ = system("rm -rf '\(dir)'") }
         let backend = try FileBackendFactory(path: "\(dir)/d.img", size: 4 << 20, engine: .uring)
-        let (c, t) = try make(queues: 2, backend: backend)
+        let (c, t) = try make(queues: 2, backend: backend, ringWait: true)
         let b = BlkRequestBuilder(driver: t.drivers[0])
         var expectedAvail: UInt16 = 0
         for cycle in 0..<3 {

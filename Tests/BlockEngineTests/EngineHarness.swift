@@ -17,7 +17,7 @@ final class EngineHarness {
 
     init(backend: any BlockBackendFactory, queues: Int = 1, queueSize: UInt16 = 64, eventIdx: Bool = true,
          indirectFeature: Bool = true, indirectChains: Bool = false, readOnly: Bool = false,
-         serial: String = "sim-serial-0001", startWorkers: Bool = true) throws {
+         serial: String = "sim-serial-0001", ringWait: Bool = false, startWorkers: Bool = true) throws {
         memory = SimulatedGuestMemory(iova: 0x1_0000_0000, size: 64 << 20)
         var ds: [SimulatedDriver] = []
         for _ in 0..<queues { ds.append(SimulatedDriver(memory: memory, size: queueSize, eventIdx: eventIdx)) }
@@ -35,7 +35,7 @@ final class EngineHarness {
         logger.logLevel = .critical
         for q in 0..<queues {
             let w = try QueueWorker(
-                config: QueueWorkerConfig(queueIndex: q, addresses: ds[q].addresses, features: features),
+                config: QueueWorkerConfig(queueIndex: q, addresses: ds[q].addresses, features: features, ringWait: ringWait),
                 memory: memory, backend: try backend.makeQueueBackend(queueIndex: q, depth: Int(queueSize)),
                 parameters: parameters, sink: sink, kickFD: ds[q].kickFD, logger: logger)
             workers.append(w)

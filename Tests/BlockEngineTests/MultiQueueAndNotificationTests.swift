@@ -8,11 +8,19 @@ import XCTest
 /// Several queues at once on one file, and the notification-suppression rules.
 final class MultiQueueAndNotificationTests: XCTestCase {
     func testFourQueuesWriteAndReadBackConcurrently() throws {
+        try fourQueuesWriteAndReadBack(ringWait: false)
+    }
+
+    func testFourQueuesWriteAndReadBackConcurrentlyWaitingInTheRing() throws {
+        try fourQueuesWriteAndReadBack(ringWait: true)
+    }
+
+    func fourQueuesWriteAndReadBack(ringWait: Bool) throws {
         var t = Array("/tmp/vduse-blk-mq.XXXXXX".utf8CString)
         let dir = String(cString: mkdtemp(&t))
         defer { _ = system("rm -rf '\(dir)'") }
         let backend = try FileBackendFactory(path: "\(dir)/mq.img", size: 16 << 20, engine: .uring)
-        let h = try EngineHarness(backend: backend, queues: 4, queueSize: 64)
+        let h = try EngineHarness(backend: backend, queues: 4, queueSize: 64, ringWait: ringWait)
         defer { h.stop() }
         // Each queue writes 32 x 16 KiB to its own quarter, all in flight at once.
         let perQueue = 16, chunk = 16 << 10

@@ -23,8 +23,10 @@ final class RequestTypeTests: XCTestCase {
 
     func testWriteThenReadBackEveryEngineDirectAndIndirect() throws {
         for engine in FileEngine.allCases {
-            for indirect in [false, true] {
-                let h = try EngineHarness(backend: try fileBackend(engine), indirectChains: indirect)
+            // io_uring can also be where the queue thread sleeps (--wait ring).
+            for (indirect, ringWait) in [(false, false), (true, false), (false, true), (true, true)]
+            where engine == .uring || !ringWait {
+                let h = try EngineHarness(backend: try fileBackend(engine), indirectChains: indirect, ringWait: ringWait)
                 defer { h.stop() }
                 let data = pattern(64 << 10, seed: indirect ? 3 : 5)
                 let w = h.run { $0.write(sector: 128, bytes: data, segments: 4) }
