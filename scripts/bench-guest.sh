@@ -9,7 +9,8 @@
 #
 #   scripts/bench-guest.sh            # host: build check, boot guest, run, render
 # Env: BENCH_RUNTIME (s per fio job, default 8), BENCH_ROUNDS (default 2),
-#      BENCH_RING_PEER=1 (also a vduse-blk with --wait ring), BENCH_UMEM_PEER=1 (also one with --bounce user), BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (512M),
+#      BENCH_PEERS='LABEL:OPTIONS;...' (more vduse-blk devices on the same file, each with
+#      other create options, e.g. 'ring:--wait ring;umem:--bounce user;spin:--poll-us 50'), BENCH_QUEUES (default 4), BENCH_QUEUE_SIZE (256), BENCH_IMG_SIZE (512M),
 #      VDUSE_BLK (binary, default .build/release/vduse-blk)
 # Numbers are measured under software emulation (TCG): compare ratios only.
 set -uo pipefail
@@ -24,7 +25,7 @@ if [[ ${1:-} != --in-guest ]]; then
   mkdir -p "$OUTDIR"
   VDUSE_VM_MODULES="null_blk ${VDUSE_VM_MODULES:-}" VDUSE_VM_MEM=${VDUSE_VM_MEM:-3G} \
   VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-2400} \
-  VDUSE_VM_ENV="BENCH_RING_PEER BENCH_UMEM_PEER BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK ${VDUSE_VM_ENV:-}" \
+  VDUSE_VM_ENV="BENCH_PEERS BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK ${VDUSE_VM_ENV:-}" \
     bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-guest.sh") --in-guest" || exit $?
   python3 - "$OUTDIR/raw" "$OUTDIR/guest-bench.json" <<'PY' || { echo "bench-guest: no results" >&2; exit 1; }
 import glob, json, os, sys
@@ -136,14 +137,14 @@ say "guest: $(nproc) vCPUs, image $IMG_SIZE on tmpfs, $QUEUES queues x $QSIZE"
 start_vduse || { echo "cannot start vduse-blk: $(cat "$W/vduse.log")" >&2; exit 1; }
 start_qsd || { echo "cannot start qsd: $(cat "$W/qsd.log")" >&2; exit 1; }
 IMPLS=(vduse-blk qsd)
-if [[ ${BENCH_RING_PEER:-0} == 1 ]]; then   # queue threads sleeping inside io_uring instead of in poll()
-  start_vduse_peer vduse-ring r bench-vring --wait ring || { echo "cannot start vduse-blk --wait ring: $(cat "$W/vduse-ring.log")" >&2; exit 1; }
-  IMPLS+=(vduse-ring)
-fi
-if [[ ${BENCH_UMEM_PEER:-0} == 1 ]]; then   # bounce region in daemon pages (VDUSE_IOTLB_REG_UMEM)
-  start_vduse_peer vduse-umem u bench-vumem --bounce user || { echo "cannot start vduse-blk --bounce user: $(cat "$W/vduse-umem.log")" >&2; exit 1; }
-  IMPLS+=(vduse-umem)
-fi
+IFS=';' read -r -a PEERS <<<"${BENCH_PEERS:-}"
+for peer in "${PEERS[@]}"; do
+  [[ -n $peer ]] || continue
+  label=vduse-${peer%%:*} opts=${peer#*:} k=${#IMPLS[@]}
+  # shellcheck disable=SC2086
+  start_vduse_peer "$label" "p$k" "bench-p$k" $opts || { echo "cannot start $label ($opts): $(cat "$W/$label.log")" >&2; exit 1; }
+  IMPLS+=("$label")
+done
 for impl in "${IMPLS[@]}"; do [[ -n ${DEVS[$impl]} ]] || { echo "no device for $impl" >&2; exit 1; }; done
 say "vduse-blk on /dev/${DEVS[vduse-blk]}, qemu-storage-daemon on /dev/${DEVS[qsd]}"
 for round in $(seq "$ROUNDS"); do

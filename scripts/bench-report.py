@@ -31,7 +31,8 @@ for job in jobs:
     metric = "mib_s" if job.startswith("seq") else "iops"
     q = mean(acc[(job, "qsd")], metric)
     v = mean(acc[(job, "vduse-blk")], metric)
-    for impl in ("vduse-blk", "vduse-ring", "vduse-poll", "vduse-umem", "qsd", "null_blk"):
+    impls = ["vduse-blk"] + sorted({i for (j, i) in acc if j == job and i.startswith("vduse-") and i != "vduse-blk"})
+    for impl in impls + ["qsd", "null_blk"]:
         xs = acc[(job, impl)]
         if not xs:
             continue

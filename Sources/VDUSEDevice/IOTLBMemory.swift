@@ -19,8 +19,17 @@ public final class IOTLBMemory: GuestMemory, @unchecked Sendable {
     var mappings: [Mapping] = []
     var lastHit = 0
     /// Daemon pages backing IOVA [0, size) instead of the kernel's bounce
-    /// pages (whose mmap stops working once these are registered).
-    var userBounce: UserBounceBuffer?
+    /// pages (whose mmap stops working once these are registered). Kept for
+    /// its lifetime only: `translate` reads the plain copies below, so the
+    /// hot path never touches the reference count all queues share.
+    var userBounce: UserBounceBuffer? {
+        didSet {
+            bounceBase = userBounce?.base
+            bounceSize = userBounce?.size ?? 0
+        }
+    }
+    private var bounceBase: UnsafeMutableRawPointer?
+    private var bounceSize: UInt64 = 0
 
     public init(deviceFD: Int32) {
         self.deviceFD = deviceFD
@@ -30,8 +39,8 @@ public final class IOTLBMemory: GuestMemory, @unchecked Sendable {
     deinit { invalidateAll() }
 
     public func translate(_ address: UInt64, length: UInt64, write: Bool) -> GuestSpan? {
-        if let b = userBounce, address < b.size {
-            return GuestSpan(pointer: b.base + Int(address), length: min(length, b.size - address))
+        if address < bounceSize, let base = bounceBase {
+            return GuestSpan(pointer: base + Int(address), length: min(length, bounceSize - address))
         }
         if lastHit < mappings.count, let s = span(mappings[lastHit], address, length, write) { return s }
         for i in mappings.indices where address >= mappings[i].start && address <= mappings[i].last {

@@ -133,15 +133,21 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
     // Warm-up, then the measured window.
     func window(_ secs: Double) -> (Int, Double, Double, UInt64) {
         for d in drivers { d.completed = 0 }
+        // The driver threads are made (which allocates) before the counters
+        // are read, and released together through a gate.
+        let gate = DispatchSemaphore(value: 0)
+        let done = DispatchGroup()
+        let deadline = DeadlineBox()
+        for d in drivers {
+            done.enter()
+            Thread { gate.wait(); d.run(until: deadline.value); done.leave() }.start()
+        }
+        usleep(20_000)
         let cpu0 = queueThreadCPU()
         let allocs0 = vb_malloc_count()
         let t0 = monotonicNanos()
-        let deadline = t0 + UInt64(secs * 1e9)
-        let done = DispatchGroup()
-        for d in drivers {
-            done.enter()
-            Thread { d.run(until: deadline); done.leave() }.start()
-        }
+        deadline.value = t0 + UInt64(secs * 1e9)
+        for _ in drivers { gate.signal() }     // the semaphore publishes the value
         done.wait()
         let t1 = monotonicNanos()
         let allocs = vb_malloc_count() - allocs0
@@ -154,6 +160,11 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
     return Result(scenario: s.label, requests: n, seconds: secs, requestsPerSecond: Double(n) / secs,
                   queueThreadCPUSeconds: cpu, requestsPerQueueCPUSecond: cpu > 0 ? Double(n) / cpu : 0,
                   allocationsPerRequest: Double(allocs) / Double(max(n, 1)))
+}
+
+/// The end of a measured window, set after the driver threads exist.
+final class DeadlineBox: @unchecked Sendable {
+    var value: UInt64 = 0
 }
 
 // MARK: - main

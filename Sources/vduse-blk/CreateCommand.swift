@@ -59,8 +59,7 @@ struct CreateCommand: ParsableCommand {
                                visibility: .hidden))
     var wait: String = "poll"
 
-    @Option(help: ArgumentHelp("Bounce pages of a virtio-vdpa device: kernel (default) or user (daemon memory registered with VDUSE_IOTLB_REG_UMEM).",
-                               visibility: .hidden))
+    @Option(help: "Bounce pages of a virtio-vdpa device: kernel (default) or user (daemon memory, VDUSE_IOTLB_REG_UMEM).")
     var bounce: String = "kernel"
 
     @Flag(help: "Bind the device with `vdpa dev add` once ready, unbind on exit.")
