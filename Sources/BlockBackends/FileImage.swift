@@ -169,3 +169,12 @@ struct FileImage: Sendable, Equatable {
         return !(buffer.0 == UInt8(ascii: "0") && (n == 1 || buffer.1 == UInt8(ascii: "\n")))
     }
 }
+
+extension FileImage {
+    /// True when `fd` is a file on tmpfs or ramfs: its I/O is a memory copy
+    /// that never waits for a device.
+    static func isMemoryBacked(fd: Int32) -> Bool {
+        let type = vb_io_fs_type(fd)
+        return type == 0x0102_1994 /* TMPFS_MAGIC */ || type == 0x8584_58f6 /* RAMFS_MAGIC */
+    }
+}

@@ -12,6 +12,15 @@ import Glibc
 /// zeroes), or at prepare time when the ring cannot express them (more than
 /// 1024 iovecs, a mode already known to be refused); those completions are
 /// announced through the eventfd at `submit()`.
+///
+/// Files in memory (tmpfs, ramfs) take small transfers (up to `inlineLimit`)
+/// synchronously at prepare time: such files cannot do non-blocking I/O
+/// (no FMODE_NOWAIT), so io_uring would hand every one of them to an io-wq
+/// worker thread (a wake-up and a thread switch per request, for a memory
+/// copy that never waits for a disk). These completions are not announced
+/// through the eventfd: the queue thread reaps right after every `submit()`.
+/// File systems with non-blocking I/O (ext4, xfs, block devices) need no such
+/// path: io_uring itself completes what the page cache holds without a worker.
 final class UringQueueBackend: EventWaitingBackend {
     let completionFD: Int32
     let capacity: Int
@@ -25,6 +34,11 @@ final class UringQueueBackend: EventWaitingBackend {
     private let ops: SyncFileOps
     private let slots: OpSlots
     private let immediate: CompletionRing
+    /// Some op in `immediate` was finished for a rare case and wants the eventfd signalled.
+    private var announceImmediate = false
+    /// Transfers up to this many bytes run inline (memory-backed files only; else 0).
+    let inlineLimit: UInt64
+    static let memoryFileInlineLimit: UInt64 = 64 << 10
     private let cqeData: UnsafeMutablePointer<UInt64>
     private let cqeResult: UnsafeMutablePointer<Int32>
     /// Ops the kernel owns (prepared into the ring and not yet reaped).
@@ -76,6 +90,7 @@ final class UringQueueBackend: EventWaitingBackend {
         completionFD = efd
         capacity = depth
         ops = SyncFileOps(fd: fd, alignment: alignment)
+        inlineLimit = FileImage.isMemoryBacked(fd: fd) ? Self.memoryFileInlineLimit : 0
         slots = OpSlots(capacity: depth)
         immediate = CompletionRing(capacity: depth)
         cqeData = .allocate(capacity: depth)
@@ -148,6 +163,9 @@ final class UringQueueBackend: EventWaitingBackend {
         let op = OpRecord(kind: kind, tag: tag, offset: offset, length: total, iovecs: iovecs,
                           iovecCount: count, unmap: false)
         inFlight += 1
+        if total <= inlineLimit && count <= maxIovecsPerCall {
+            return immediate.push(tag: tag, result: ops.run(op))    // reaped in this same pass
+        }
         if count > maxIovecsPerCall || total > UInt64(Int32.max) { return completeNow(op) }
         let slot = slots.acquire(op)
         let rc = kind == .read
@@ -171,6 +189,7 @@ final class UringQueueBackend: EventWaitingBackend {
     /// Runs `op` synchronously; its completion is announced at the next `submit()`.
     private func completeNow(_ op: OpRecord) {
         immediate.push(tag: op.tag, result: ops.run(op))
+        announceImmediate = true
     }
 
     // MARK: submit / reap
@@ -179,7 +198,10 @@ final class UringQueueBackend: EventWaitingBackend {
         pushSQEs()
         if immediate.unpublished > 0 {
             immediate.publish()
-            _ = vb_io_eventfd_signal(completionFD)
+            if announceImmediate {
+                announceImmediate = false
+                _ = vb_io_eventfd_signal(completionFD)
+            }
         }
     }
 

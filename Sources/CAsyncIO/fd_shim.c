@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/vfs.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 
@@ -57,3 +58,10 @@ int vb_io_blk_logical_block_size(int fd, uint32_t *bytes) {
 }
 
 int vb_io_o_direct(void) { return O_DIRECT; }
+
+long long vb_io_fs_type(int fd) {
+    struct statfs st;
+    int rc;
+    do { rc = fstatfs(fd, &st); } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : (long long)(unsigned long)st.f_type;
+}

@@ -220,6 +220,52 @@ struct FileEngineScenarios {
         try writeZeroes(unmap: false, name: "a.img", dir: shm)
         try writeZeroes(unmap: true, name: "b.img", dir: shm)
     }
+
+    /// io_uring on a file in memory: small transfers complete at prepare time
+    /// (no io-wq worker), larger ones through the ring; both read back right;
+    /// a file on disk takes the ring for everything.
+    func uringInlineOnMemoryFiles() throws {
+        guard access("/dev/shm", W_OK) == 0 else { throw XCTSkip("no writable /dev/shm") }
+        let shm = try TempDir(parent: "/dev/shm")
+        let f = try FileBackendFactory(path: shm.file("m.img"), size: 4 << 20, engine: .uring)
+        let q = try XCTUnwrap(try f.makeQueueBackend(queueIndex: 0, depth: 8) as? UringQueueBackend)
+        XCTAssertEqual(q.inlineLimit, UringQueueBackend.memoryFileInlineLimit)
+        let buffer = UnsafeMutableBufferPointer<IOCompletion>.allocate(capacity: 8)
+        defer { buffer.deallocate() }
+
+        let small = pattern(64 << 10, seed: 21)
+        let out = AlignedBuffer(count: small.count)
+        out.set(small)
+        var iovs = [out.iovec(0, 4096), out.iovec(4096, small.count - 4096)]
+        q.prepareWrite(offset: 8192, iovecs: &iovs, count: 2, tag: 1)
+        q.submit()
+        XCTAssertEqual(q.reap(into: buffer), 1, "done at prepare time: reaped with no wait")
+        XCTAssertEqual(buffer[0], IOCompletion(tag: 1, result: Int32(small.count)))
+        XCTAssertEqual(fileBytes(f.path, offset: 8192, count: small.count), small)
+        let back = AlignedBuffer(count: small.count, fill: 0)
+        var riovs = [back.iovec(0, small.count)]
+        q.prepareRead(offset: 8192, iovecs: &riovs, count: 1, tag: 2)
+        q.submit()
+        XCTAssertEqual(q.reap(into: buffer), 1)
+        XCTAssertEqual(buffer[0], IOCompletion(tag: 2, result: Int32(small.count)))
+        XCTAssertEqual(back.bytes, small)
+        XCTAssertEqual(q.inFlight, 0)
+
+        let big = pattern(1 << 20, seed: 22)
+        let bigOut = AlignedBuffer(count: big.count)
+        bigOut.set(big)
+        var biovs = [bigOut.iovec(0, big.count)]
+        q.prepareWrite(offset: 1 << 20, iovecs: &biovs, count: 1, tag: 3)
+        XCTAssertEqual(submitAndWait(q, count: 1), [IOCompletion(tag: 3, result: Int32(big.count))])
+        XCTAssertEqual(fileBytes(f.path, offset: 1 << 20, count: big.count), big)
+
+        let dirFD = open(dir.path, O_RDONLY | O_DIRECTORY)
+        defer { close(dirFD) }
+        if !FileImage.isMemoryBacked(fd: dirFD) {     // the test's own temp dir is on a disk
+            let onDisk = try XCTUnwrap(try factory().makeQueueBackend(queueIndex: 0, depth: 8) as? UringQueueBackend)
+            XCTAssertEqual(onDisk.inlineLimit, 0)
+        }
+    }
 }
 
 final class UringEngineTests: XCTestCase {
@@ -235,6 +281,7 @@ final class UringEngineTests: XCTestCase {
     func testDirectRoundTrip() throws { try scenarios().directRoundTrip() }
     func testQueuesAreIndependent() throws { try scenarios().queuesAreIndependent() }
     func testWriteZeroesFallsBackOnTmpfs() throws { try scenarios().writeZeroesFallsBackOnTmpfs() }
+    func testSmallTransfersOnMemoryFilesCompleteInline() throws { try scenarios().uringInlineOnMemoryFiles() }
 }
 
 final class AioEngineTests: XCTestCase {

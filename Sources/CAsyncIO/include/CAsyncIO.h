@@ -92,6 +92,8 @@ int vb_io_eventfd_create(void);
 int vb_io_eventfd_drain(int fd);
 /* Adds 1 to the counter: 0, or -errno. */
 int vb_io_eventfd_signal(int fd);
+/* The file system type (statfs f_type, e.g. TMPFS_MAGIC) of fd's file, or -errno. */
+long long vb_io_fs_type(int fd);
 /* fallocate(2): 0, or -errno. */
 int vb_io_fallocate(int fd, int mode, uint64_t offset, uint64_t length);
 /* ioctl(BLKGETSIZE64): 0, or -errno. */
