@@ -117,11 +117,12 @@ public enum ControlFuzzer {
                 let d = transport.drivers[q]
                 let published = d.publishedAvail
                 // Yield first (the worker usually needs microseconds), then
-                // nap briefly; give up after 2 s. (A fixed usleep(500) cost
-                // more than half a millisecond per input.)
-                let deadline = monotonicNanos() + 2_000_000_000
+                // nap briefly, at most 40 000 naps (over 2 s). (A fixed
+                // usleep(500) cost more than half a millisecond per input.)
+                // Counted in naps, not on a clock: a fuzzer paused with
+                // SIGSTOP must not find its deadline gone when it resumes.
                 var spins = 0
-                while d.usedIndex != published, !controller.needsReset, monotonicNanos() < deadline {
+                while d.usedIndex != published, !controller.needsReset, spins < 40_200 {
                     spins += 1
                     if spins < 200 { sched_yield() } else { usleep(50) }
                 }
@@ -319,10 +320,4 @@ extension SimulatedDriver {
     var publishedAvail: UInt16 {
         UInt16(littleEndian: vb_load_acquire_u16(memory.pointer(addresses.availRing + 2)))
     }
-}
-
-func monotonicNanos() -> UInt64 {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
 }
