@@ -33,6 +33,9 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     public let userBounce: Bool
     /// Waiting for the kernel's bounce region to appear (see `retryAfterMillis`).
     var userBouncePending = false
+    /// Checks for it since DRIVER_OK; given up after `userBounceMaxChecks` (a minute).
+    var userBounceChecks = 0
+    public static var userBounceMaxChecks: Int { 3000 }
     let logger: Logger
     let queues: [QueueState]
     public private(set) var status: UInt8 = 0
@@ -143,6 +146,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
             }
         }
         logger.info("\(runningQueues) queue(s) running")
+        userBounceChecks = 0
         if userBounce { adoptUserBounce() }
     }
 
@@ -163,7 +167,13 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         userBouncePending = false
         switch transport.userBounceState() {
         case .registered: return
-        case .notYet: userBouncePending = true
+        case .notYet:
+            userBounceChecks += 1
+            if userBounceChecks < Self.userBounceMaxChecks {
+                userBouncePending = true
+            } else {
+                logger.warning("--bounce user: no bounce region appeared within a minute of DRIVER_OK; keeping the kernel's bounce pages")
+            }
         case .unsupported(let why): logger.warning("--bounce user: \(why); keeping the kernel's bounce pages")
         case .ready(let bytes):
             let running = queues.filter { $0.worker != nil }

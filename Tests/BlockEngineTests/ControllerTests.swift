@@ -238,6 +238,16 @@ final class ControllerTests: XCTestCase {
         XCTAssertEqual(c2.retryAfterMillis, 20)
         _ = c2.handle(.setStatus(requestID: 2, status: 0))
         XCTAssertEqual(c2.retryAfterMillis, -1)
+        // A region that never appears (vhost-vdpa without IOVA 0, a driver doing no I/O): given up after a minute's worth of checks.
+        _ = c2.handle(.setStatus(requestID: 5, status: 0x0f))
+        var checks = 1
+        while c2.retryAfterMillis > 0 && checks < 10_000 {
+            c2.retryPending()
+            checks += 1
+        }
+        XCTAssertEqual(checks, DeviceController<SimulatedTransport>.userBounceMaxChecks)
+        XCTAssertNil(t2.registeredBounce)
+        _ = c2.handle(.setStatus(requestID: 6, status: 0))
         // Unsupported (vhost-vdpa, old kernel): a warning, no retries.
         t2.bounceStates = [.unsupported("simulated")]
         _ = c2.handle(.setStatus(requestID: 3, status: 0x0f))
