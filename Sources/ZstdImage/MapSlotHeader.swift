@@ -42,6 +42,9 @@ struct MapSlotHeader: Equatable {
     }
 
     /// Parses and checks a slot's header region (untrusted bytes).
+    /// Slots at or above this generation are damaged; a flush never writes one.
+    static let generationLimit: UInt64 = 1 << 48
+
     static func decode(_ bytes: [UInt8], slot: Int, pageCount: Int) -> Result<MapSlotHeader, MapSlotDamage> {
         guard bytes.count >= OverlayLayout.slotHeaderSize + 8 * pageCount else {
             return .failure(MapSlotDamage(reason: "header region too short"))
@@ -57,9 +60,12 @@ struct MapSlotHeader: Equatable {
         guard Int(pages) == pageCount, Int(index) == slot else {
             return .failure(MapSlotDamage(reason: "header describes \(pages) pages in slot \(index)"))
         }
-        // The next flush writes generation + 1 (fuzz-overlay: UInt64.max trapped there).
-        guard generation < UInt64.max else {
-            return .failure(MapSlotDamage(reason: "generation \(generation) has no successor"))
+        // One generation per flush: 2^48 is beyond any real overlay. A slot
+        // claiming more is damaged (fuzz-overlay: UInt64.max trapped on the
+        // next flush's + 1; UInt64.max - 1 made that flush write a slot no
+        // open would accept, so the write was lost on reopen).
+        guard generation < Self.generationLimit else {
+            return .failure(MapSlotDamage(reason: "generation \(generation) is beyond any real number of flushes"))
         }
         let tableBytes = Array(bytes[OverlayLayout.slotHeaderSize..<(OverlayLayout.slotHeaderSize + 8 * pageCount)])
         guard XXH64.hash(tableBytes) == tableSum else {

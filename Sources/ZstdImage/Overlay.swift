@@ -233,6 +233,9 @@ public final class Overlay: @unchecked Sendable {
             if n < 0 { return Int32(n) }
         }
         let generation = max(generations[0], generations[1]) + 1
+        // Only an overlay opened at generation 2^48 - 1 gets here (a crafted
+        // one): fail the flush rather than write a slot no open accepts.
+        guard generation < MapSlotHeader.generationLimit else { return -EOVERFLOW }
         MapSlotHeader.encode(generation: generation, slot: target, table: tables[target], into: headerBuffer,
                              region: layout.slotHeaderRegion)
         let n = file.writeFully(headerBuffer, count: layout.slotHeaderRegion, at: layout.slotOffsets[target])

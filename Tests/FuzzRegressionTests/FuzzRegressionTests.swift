@@ -2,7 +2,7 @@ import BlockBackends
 import FuzzHarness
 @_spi(Fuzzing) import RemoteImage
 import XCTest
-import ZstdImage
+@_spi(Fuzzing) @testable import ZstdImage
 
 /// Replays the committed seed corpora and every input a fuzzer ever flagged
 /// (Fuzz/regressions/TARGET/) through the same harnesses and invariant checks
@@ -91,29 +91,51 @@ final class FuzzRegressionTests: XCTestCase {
     /// generation UInt64.max (checksums are no secret) was chosen, and the first
     /// flush after a write trapped computing generation + 1. Such a slot is now
     /// damaged: the other slot is used.
+    ///
+    /// fuzz-overlay, Fuzz/regressions/overlay/map-slot-generation-uint64-max-minus-1
+    /// (found by the campaign after ≈ 2.6 M executions): a slot claiming UInt64.max - 1
+    /// was accepted, the next flush wrote UInt64.max into the other slot, which no
+    /// open accepts: after a reopen the old map came back and the write was lost.
+    /// Slots at or above 2^48 (beyond any real count of flushes) are now damaged,
+    /// and a flush that would write one fails with EOVERFLOW instead.
     func testOverlaySlotWithLastGenerationIsDamagedNotATrap() throws {
         let dir = NSTemporaryDirectory() + "fuzz-regression-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/overlay"
         let base = OverlayBase(logicalSize: 1 << 20, chunkSize: 4096, contentDigest: 7, name: "base")
-        _ = try Overlay.open(path: path, base: base)                 // slot 0: generation 1, slot 1: 0
-        var bytes = try XCTUnwrap(FuzzMain.readFile(path))
-        withUnsafeBytes(of: UInt64.max.littleEndian) { for i in 0..<8 { bytes[4096 + 8 + i] = $0[i] } }
-        let sum = XXH64.hash(Array(bytes[4096..<(4096 + 56)]))
-        withUnsafeBytes(of: sum.littleEndian) { for i in 0..<8 { bytes[4096 + 56 + i] = $0[i] } }
-        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
-        let overlay = try Overlay.open(path: path, base: base)
-        XCTAssertNotNil(overlay.recoveryNote)
-        var sector = [UInt8](repeating: 0x5A, count: 512)
-        let scratch = UnsafeMutablePointer<iovec>.allocate(capacity: 2)
-        defer { scratch.deallocate() }
-        let written = sector.withUnsafeMutableBytes { b -> Int32 in
-            var iov = iovec(iov_base: b.baseAddress, iov_len: 512)
-            return overlay.write(offset: 0, total: 512, iovecs: &iov, count: 1, scratch: scratch, scratchCount: 2)
+        let limit = MapSlotHeader.generationLimit
+        for claimed in [UInt64.max, UInt64.max - 1, limit, limit - 1] {
+            unlink(path)
+            _ = try Overlay.open(path: path, base: base)                 // slot 0: generation 1, slot 1: 0
+            var bytes = try XCTUnwrap(FuzzMain.readFile(path))
+            withUnsafeBytes(of: claimed.littleEndian) { for i in 0..<8 { bytes[4096 + 8 + i] = $0[i] } }
+            let sum = XXH64.hash(Array(bytes[4096..<(4096 + 56)]))
+            withUnsafeBytes(of: sum.littleEndian) { for i in 0..<8 { bytes[4096 + 56 + i] = $0[i] } }
+            XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+            do {
+                let overlay = try Overlay.open(path: path, base: base)
+                var sector = [UInt8](repeating: 0x5A, count: 512)
+                let scratch = UnsafeMutablePointer<iovec>.allocate(capacity: 2)
+                defer { scratch.deallocate() }
+                let written = sector.withUnsafeMutableBytes { b -> Int32 in
+                    var iov = iovec(iov_base: b.baseAddress, iov_len: 512)
+                    return overlay.write(offset: 0, total: 512, iovecs: &iov, count: 1, scratch: scratch, scratchCount: 2)
+                }
+                XCTAssertEqual(written, 512)
+                if claimed == limit - 1 {
+                    // Accepted (a real overlay could get there), but it has no successor to write.
+                    XCTAssertNil(overlay.recoveryNote)
+                    XCTAssertEqual(overlay.flush(), -EOVERFLOW, "generation \(claimed)")
+                    overlay.abandoned.store(true, ordering: .relaxed)
+                    continue
+                }
+                XCTAssertNotNil(overlay.recoveryNote, "generation \(claimed) is damaged")
+                XCTAssertEqual(overlay.flush(), 0)
+                XCTAssertEqual(overlay.allocatedSectors, 1)
+            }
+            // What was flushed is what a reopen sees.
+            XCTAssertEqual(try Overlay.open(path: path, base: base).allocatedSectors, 1, "generation \(claimed)")
         }
-        XCTAssertEqual(written, 512)
-        XCTAssertEqual(overlay.flush(), 0)
-        XCTAssertEqual(overlay.allocatedSectors, 1)
     }
 }
