@@ -93,7 +93,7 @@ final class FuzzRegressionTests: XCTestCase {
     /// damaged: the other slot is used.
     ///
     /// fuzz-overlay, Fuzz/regressions/overlay/map-slot-generation-uint64-max-minus-1
-    /// (found by the campaign after ≈ 2.6 M executions): a slot claiming UInt64.max - 1
+    /// (found by the campaign after ≈ 2.8 M executions): a slot claiming UInt64.max - 1
     /// was accepted, the next flush wrote UInt64.max into the other slot, which no
     /// open accepts: after a reopen the old map came back and the write was lost.
     /// Slots at or above 2^48 (beyond any real count of flushes) are now damaged,
