@@ -33,10 +33,7 @@ final class DiskCacheWriter: @unchecked Sendable {
 
     func start() {
         do {
-            thread = try SpawnedThread { [self] in
-                _ = "vb-diskcache".withCString { pthread_setname_np(pthread_self(), $0) }
-                run()
-            }
+            thread = try SpawnedThread(name: "vb-diskcache") { [self] in run() }
         } catch {
             preconditionFailure("cannot start the disk cache writer: \(error)")
         }

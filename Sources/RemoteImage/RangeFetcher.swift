@@ -79,10 +79,7 @@ final class RangeFetcher: @unchecked Sendable {
 
     func start() {
         do {
-            thread = try SpawnedThread { [self] in
-                _ = "vb-fetch".withCString { pthread_setname_np(pthread_self(), $0) }
-                run()
-            }
+            thread = try SpawnedThread(name: "vb-fetch") { [self] in run() }
         } catch {
             preconditionFailure("cannot start the fetcher thread: \(error)")
         }

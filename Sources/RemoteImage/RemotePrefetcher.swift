@@ -22,10 +22,7 @@ final class RemotePrefetcher: @unchecked Sendable {
 
     func start() {
         do {
-            thread = try SpawnedThread { [self] in
-                _ = "vb-prefetch".withCString { pthread_setname_np(pthread_self(), $0) }
-                run()
-            }
+            thread = try SpawnedThread(name: "vb-prefetch") { [self] in run() }
         } catch {
             logger.warning("prefetch thread not started: \(error)")
         }

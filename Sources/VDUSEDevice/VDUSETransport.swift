@@ -26,10 +26,9 @@ public final class VDUSETransport: DeviceTransport {
         interruptSink = VDUSEInterruptSink(deviceFD: fd)
     }
 
-    deinit {
-        close(fd)       // the kernel unpins (and stops using) the bounce pages here
-        userBounce = nil
-    }
+    // The bounce pages (a stored property) are released after this body:
+    // only once the kernel has unpinned them and stopped using them.
+    deinit { close(fd) }
 
     public func setupQueue(_ index: Int, maxSize: UInt16) throws(VDUSEError) {
         let rc = retryEINTR { vb_vduse_vq_setup(fd, UInt32(index), maxSize) }
