@@ -79,7 +79,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
 
     deinit { completions.deallocate() }
 
-    /// Starts the queue thread.
+    /// Starts the queue thread (joined by `control.stop()`).
     public func start() {
         var attr = pthread_attr_t()
         pthread_attr_init(&attr)
@@ -98,7 +98,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
             control.availIndex.store(UInt32(config.startAvail), ordering: .releasing)
             control.exited.signal()
         } else {
-            pthread_detach(tid)
+            control.thread.store(UInt(tid), ordering: .releasing)
         }
     }
 

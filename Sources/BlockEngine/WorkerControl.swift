@@ -18,6 +18,8 @@ public final class WorkerControl: Sendable {
     let exited = DispatchSemaphore(value: 0)
     let availIndex = Atomic<UInt32>(0)
     let broken = Atomic<Bool>(false)
+    /// The queue thread (a `pthread_t`; 0 before it started or once joined).
+    let thread = Atomic<UInt>(0)
 
     public init() throws(EngineError) {
         let fd = vb_eventfd(0, 1)
@@ -58,7 +60,10 @@ public final class WorkerControl: Sendable {
     }
 
     /// Drains in-flight I/O and ends the worker thread; returns the next avail
-    /// index it would have consumed (for GET_VQ_STATE).
+    /// index it would have consumed (for GET_VQ_STATE). The thread is joined:
+    /// when this returns it has ended and dropped its hold on the worker, so
+    /// nothing of the queue (its slots, its backend handle) is released later
+    /// on a thread nobody waits for.
     @discardableResult
     public func stop() -> UInt16 {
         let wasPaused = current == .pause
@@ -66,6 +71,8 @@ public final class WorkerControl: Sendable {
         wake()
         if wasPaused { resumed.signal() }
         exited.wait()
+        let t = thread.exchange(0, ordering: .acquiringAndReleasing)
+        if t != 0 { pthread_join(pthread_t(t), nil) }
         return UInt16(truncatingIfNeeded: availIndex.load(ordering: .acquiring))
     }
 

@@ -246,10 +246,14 @@ final class FuzzTransport: DeviceTransport, @unchecked Sendable {
         reinitializeDrivers()
     }
 
-    /// After a reset the driver sets its rings up afresh.
+    /// After a reset the driver sets its rings up afresh. Only what was
+    /// allocated since the last reset is cleared: the device writes nothing
+    /// but the rings and request buffers (all allocated), and clearing all
+    /// 256 KiB on every reset took a tenth of the samples in a profile.
     func reinitializeDrivers() {
+        let used = memory.allocationMark()
         memory.release(to: 0)
-        memset(memory.regions[0].base, 0, Int(memory.regions[0].size))
+        memset(memory.regions[0].base, 0, Int(used))
         drivers = sizes.map { SimulatedDriver(memory: memory, size: $0) }
     }
 

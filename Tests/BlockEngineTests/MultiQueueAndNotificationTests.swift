@@ -115,4 +115,18 @@ final class MultiQueueAndNotificationTests: XCTestCase {
         XCTAssertEqual(h.drivers[0].waitUsed(count: 1).count, 1)
         XCTAssertEqual(w.control.stop(), 6)
     }
+
+    /// `stop()` joins the queue thread: once it returns, the thread no longer
+    /// holds its worker (with a detached thread the last release, and the
+    /// worker's teardown, could come later on a thread nobody waits for).
+    func testStopReturnsOnlyOnceTheQueueThreadHasLetGo() throws {
+        for round in 0..<20 {
+            let h = try EngineHarness(backend: try MemoryBackendFactory(capacityBytes: 1 << 20), queueSize: 16)
+            XCTAssertEqual(h.run { $0.bare(type: BlkRequestType.flush) }.status, BlkStatus.ok)
+            weak var worker = h.workers[0]
+            h.stop()
+            h.workers.removeAll()
+            XCTAssertNil(worker, "round \(round): the queue thread still held its worker after stop()")
+        }
+    }
 }
