@@ -76,6 +76,10 @@ let package = Package(
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "ZstdImage",
         ], swiftSettings: swiftGnu),
+        // The command line's validation (hostile arguments get a usage error, not a trap).
+        .testTarget(name: "CLITests", dependencies: [
+            "vduse-blk", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftGnu),
         // ---- Fuzzing (issue 7; see Fuzz/README.md) -------------------------------------------------
         // Harnesses and invariants; fuzz-* are libFuzzer binaries when built by scripts/fuzz.sh and
         // input replayers otherwise; FuzzRegressionTests replays the corpora and every past finding.

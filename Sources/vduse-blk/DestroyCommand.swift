@@ -9,9 +9,12 @@ struct DestroyCommand: ParsableCommand {
     @Argument(help: "Device name.")
     var name: String
 
+    func validate() throws {
+        do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
+    }
+
     func run() throws {
         do {
-            try VDUSEControl.validate(name: name)
             let control = try VDUSEControl()
             if VdpaTool.isBound(name: name) { try VdpaTool.delete(name: name) }
             try control.destroyDevice(name: name)

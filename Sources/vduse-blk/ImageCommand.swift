@@ -126,6 +126,15 @@ struct ImageCommand: ParsableCommand {
         @Option(help: "Reads prepared per submit.")
         var depth: Int = 16
 
+        func validate() throws {
+            // 0 queues or depth trapped; NaN or infinite seconds never ended.
+            guard seconds.isFinite, (0.1...3600).contains(seconds) else {
+                throw ValidationError("--seconds must be 0.1-3600")
+            }
+            guard (1...64).contains(queues) else { throw ValidationError("--queues must be 1-64") }
+            guard (1...1024).contains(depth) else { throw ValidationError("--depth must be 1-1024") }
+        }
+
         func run() throws {
             do {
                 let file = try FileBackendFactory(path: raw, readOnly: true, engine: .sync)

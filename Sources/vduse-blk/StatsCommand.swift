@@ -11,9 +11,12 @@ struct StatsCommand: ParsableCommand {
     @Argument(help: "Device name.")
     var name: String
 
-    func run() throws {
+    func validate() throws {
         // The name becomes part of a path: the device-name rule keeps it one plain file name.
         do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
+    }
+
+    func run() throws {
         let path = StatsFile.path(for: name)
         guard let f = fopen(path, "r") else {
             printError("no statistics for \(name) (\(path) missing: is the device running with a remote backend?)")

@@ -1,0 +1,97 @@
+import ArgumentParser
+import XCTest
+
+@testable import vduse_blk
+
+/// Arguments are input from outside: each out-of-range or malformed value
+/// must end in a usage error that names the option (exit code 64), before
+/// anything is opened or created, never in a trap.
+final class CommandLineValidationTests: XCTestCase {
+    func assertRejected(_ arguments: [String], _ expected: String,
+                        file: StaticString = #filePath, line: UInt = #line) {
+        do {
+            let command = try VduseBlk.parseAsRoot(arguments)
+            XCTFail("accepted \(arguments) as \(type(of: command))", file: file, line: line)
+        } catch {
+            let message = VduseBlk.message(for: error)
+            XCTAssertTrue(message.contains(expected), "\(arguments): \"\(message)\" lacks \"\(expected)\"",
+                          file: file, line: line)
+            XCTAssertEqual(VduseBlk.exitCode(for: error), .validationFailure, "\(arguments)", file: file, line: line)
+        }
+    }
+
+    func create(_ extra: [String], name: String = "disk0") -> [String] {
+        ["create", name, "--backend", "file:/tmp/disk.img"] + extra
+    }
+
+    func testValidCreateParsesWithItsDefaultsAndLimits() throws {
+        let plain = try XCTUnwrap(try VduseBlk.parseAsRoot(create([])) as? CreateCommand)
+        XCTAssertEqual(plain.bounce, "kernel")
+        XCTAssertEqual(plain.wait, "poll")
+        XCTAssertEqual(plain.queueSize, 256)
+        XCTAssertEqual(plain.blockSize, 512)
+        XCTAssertNil(plain.queues)
+        let edges = try XCTUnwrap(try VduseBlk.parseAsRoot(create([
+            "--bounce", "user", "--queues", "16", "--queue-size", "1024", "--block-size", "4096",
+            "--serial", String(repeating: "s", count: 20), "--wait", "ring", "--poll-us", "1000000",
+            "--engine", "aio", "--log-level", "error",
+        ], name: String(repeating: "n", count: 31))) as? CreateCommand)
+        XCTAssertEqual(edges.bounce, "user")
+        XCTAssertEqual(edges.queues, 16)
+        XCTAssertEqual(edges.queueSize, 1024)
+        XCTAssertEqual(edges.pollMicros, 1_000_000)
+        let small = try XCTUnwrap(try VduseBlk.parseAsRoot(create(["--queues", "1", "--queue-size", "2"])) as? CreateCommand)
+        XCTAssertEqual(small.queueSize, 2)
+    }
+
+    func testCreateRejectsOutOfRangeAndUnknownValues() {
+        assertRejected(create(["--bounce", "bogus"]), "--bounce must be kernel or user")
+        assertRejected(create(["--bounce", ""]), "--bounce must be kernel or user")
+        assertRejected(create(["--bounce", "User"]), "--bounce must be kernel or user")
+        assertRejected(create(["--queues", "0"]), "--queues must be 1-16")
+        assertRejected(create(["--queues", "17"]), "--queues must be 1-16")
+        assertRejected(create(["--queues=-1"]), "--queues must be 1-16")
+        assertRejected(create(["--queues", "99999999999999999999"]), "queues")
+        for size in ["0", "1", "3", "48", "2048", "65536", "-4"] {
+            assertRejected(create(["--queue-size=\(size)"]), "--queue-size must be a power of two from 2 to 1024")
+        }
+        for size in ["0", "1024", "513", "8192"] {
+            assertRejected(create(["--block-size", size]), "--block-size must be 512 or 4096")
+        }
+        assertRejected(create(["--block-size", "4294967296"]), "block-size")
+        assertRejected(create(["--serial", String(repeating: "s", count: 21)]), "--serial must be at most 20")
+        assertRejected(create(["--serial", "line\nbreak"]), "--serial must be at most 20")
+        assertRejected(create(["--serial", "sérial"]), "--serial must be at most 20")
+        assertRejected(create(["--engine", "io_uring"]), "--engine must be uring, aio or sync")
+        assertRejected(create(["--wait", "spin"]), "--wait must be ring or poll")
+        assertRejected(create(["--poll-us=-1"]), "--poll-us must be 0-1000000")
+        assertRejected(create(["--poll-us", "1000001"]), "--poll-us must be 0-1000000")
+        assertRejected(create(["--log-level", "verbose"]), "unknown --log-level verbose")
+        assertRejected(["create", "disk0"], "--backend")
+    }
+
+    /// Names become paths (/dev/vduse/NAME, /run/vduse-blk/NAME.stats): every
+    /// command that takes one refuses those that could leave the directory.
+    func testEveryCommandRefusesDeviceNamesThatAreNotPlainFileNames() {
+        let hostile = ["a/b", "../x", "/etc/passwd", ".", "..", "control", "", "with space", "tab\t",
+                       "new\nline", "ünï", String(repeating: "x", count: 64)]
+        for name in hostile {
+            assertRejected(create([], name: name), "name")
+            assertRejected(["stats", name], "name")
+            assertRejected(["destroy", name], "name")
+        }
+    }
+
+    func testImageBenchReadRejectsValuesThatTrappedOrNeverEnded() {
+        let base = ["image", "bench-read", "/tmp/image.zst", "/tmp/image.raw"]
+        assertRejected(base + ["--queues", "0"], "--queues must be 1-64")
+        assertRejected(base + ["--queues=-3"], "--queues must be 1-64")
+        assertRejected(base + ["--queues", "100000"], "--queues must be 1-64")
+        assertRejected(base + ["--depth", "0"], "--depth must be 1-1024")
+        assertRejected(base + ["--depth=-1"], "--depth must be 1-1024")
+        for seconds in ["nan", "inf", "-1", "0", "1e300"] {
+            assertRejected(base + ["--seconds=\(seconds)"], "--seconds must be 0.1-3600")
+        }
+        XCTAssertNoThrow(try VduseBlk.parseAsRoot(base + ["--queues", "4", "--depth", "32", "--seconds", "0.5"]))
+    }
+}
