@@ -64,7 +64,10 @@ public enum FuzzMain {
         defer { closedir(dir) }
         var out: [String] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // In place: the record can be shorter than `dirent` (copying
+            // `pointee` read past it, which ASan reported once the corpus grew).
+            let name = String(cString: (UnsafeRawPointer(entry) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
+                .assumingMemoryBound(to: CChar.self))
             if name.hasPrefix(".") { continue }
             var st = stat()
             let full = path + "/" + name

@@ -63,7 +63,10 @@ public final class VDUSEControl {
         defer { closedir(dir) }
         var names: [String] = []
         while let e = readdir(dir) {
-            let n = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            // Read the name in place: a record readdir returns can be shorter
+            // than `dirent`, so copying `pointee` reads past it (ASan saw it).
+            let n = String(cString: (UnsafeRawPointer(e) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
+                .assumingMemoryBound(to: CChar.self))
             if n != "." && n != ".." && n != "control" { names.append(n) }
         }
         return names.sorted()
