@@ -1,3 +1,4 @@
+import CVDUSE
 import Glibc
 
 #if FUZZING
@@ -64,10 +65,7 @@ public enum FuzzMain {
         defer { closedir(dir) }
         var out: [String] = []
         while let entry = readdir(dir) {
-            // In place: the record can be shorter than `dirent` (copying
-            // `pointee` read past it, which ASan reported once the corpus grew).
-            let name = String(cString: (UnsafeRawPointer(entry) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
-                .assumingMemoryBound(to: CChar.self))
+            let name = String(cString: vb_dirent_name(entry))
             if name.hasPrefix(".") { continue }
             var st = stat()
             let full = path + "/" + name

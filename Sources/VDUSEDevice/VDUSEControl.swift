@@ -63,10 +63,7 @@ public final class VDUSEControl {
         defer { closedir(dir) }
         var names: [String] = []
         while let e = readdir(dir) {
-            // Read the name in place: a record readdir returns can be shorter
-            // than `dirent`, so copying `pointee` reads past it (ASan saw it).
-            let n = String(cString: (UnsafeRawPointer(e) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
-                .assumingMemoryBound(to: CChar.self))
+            let n = String(cString: vb_dirent_name(e))
             if n != "." && n != ".." && n != "control" { names.append(n) }
         }
         return names.sorted()

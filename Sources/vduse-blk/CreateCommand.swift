@@ -69,7 +69,7 @@ struct CreateCommand: ParsableCommand {
     var logLevel: String = "info"
 
     func validate() throws {
-        do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
+        try validateDeviceName(name)
         if let q = queues, !(1...16).contains(q) { throw ValidationError("--queues must be 1-16") }
         guard (2...1024).contains(queueSize), queueSize & (queueSize - 1) == 0 else {
             throw ValidationError("--queue-size must be a power of two from 2 to 1024")
@@ -183,6 +183,12 @@ struct CreateCommand: ParsableCommand {
 /// A user-facing failure: printed as one line, exit status 1.
 struct CLIFailure: Error {
     var message: String
+}
+
+/// The one device-name rule (`VDUSEControl.validate`: names become paths
+/// under /dev/vduse and /run/vduse-blk) as a usage error.
+func validateDeviceName(_ name: String) throws {
+    do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
 }
 
 /// Writes one line to standard error.

@@ -10,7 +10,7 @@ struct DestroyCommand: ParsableCommand {
     var name: String
 
     func validate() throws {
-        do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
+        try validateDeviceName(name)
     }
 
     func run() throws {

@@ -13,7 +13,7 @@ struct StatsCommand: ParsableCommand {
 
     func validate() throws {
         // The name becomes part of a path: the device-name rule keeps it one plain file name.
-        do { try VDUSEControl.validate(name: name) } catch { throw ValidationError(error.description) }
+        try validateDeviceName(name)
     }
 
     func run() throws {
