@@ -2,7 +2,6 @@ import BlockBackends
 import CVDUSE
 import Glibc
 import Logging
-import Synchronization
 import VDUSEDevice
 import VirtioBlk
 import VirtioCore
