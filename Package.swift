@@ -21,6 +21,8 @@ let package = Package(
         // C shims over liburing and libaio (kept out of the public header's includes).
         .target(name: "CAsyncIO", cSettings: gnuSource,
                 linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("aio")]),
+        // Locks ThreadSanitizer can see (pthread mutex + condition; a value behind one).
+        .target(name: "Locks", swiftSettings: swiftGnu),
         // Split virtqueues over an abstract guest memory: pure Swift, no syscalls.
         .target(name: "VirtioCore", dependencies: ["CVDUSE"], swiftSettings: swiftGnu),
         // virtio-blk: request parsing, config space, features.
@@ -33,13 +35,13 @@ let package = Package(
         // libzstd (Debian libzstd-dev).
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
         // zstd seekable images: format, packer, verifier, and the compressed backend with its overlay.
-        .target(name: "ZstdImage", dependencies: ["CZstd", "BlockBackends"], swiftSettings: swiftGnu),
+        .target(name: "ZstdImage", dependencies: ["CZstd", "BlockBackends", "Locks"], swiftSettings: swiftGnu),
         // libcurl and OpenSSL digests behind typed C wrappers (Debian libcurl4-openssl-dev, libssl-dev).
         .target(name: "CRemote", cSettings: gnuSource,
                 linkerSettings: [.linkedLibrary("curl"), .linkedLibrary("crypto")]),
         // Remote images (HTTP/S3): range fetcher, S3 signing, memory + disk chunk cache, the remote backend.
         .target(name: "RemoteImage", dependencies: [
-            "CRemote", "BlockBackends", "ZstdImage",
+            "CRemote", "BlockBackends", "ZstdImage", "Locks",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftGnu),
         // Per-queue workers: drain, parse, submit, reap, publish, notify.
@@ -54,10 +56,10 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], swiftSettings: swiftGnu),
         // Driver side of split rings in ordinary memory, for tests, benchmarks and fuzzers.
-        .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "CVDUSE"],
+        .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "CVDUSE", "Locks"],
                 swiftSettings: swiftGnu),
         .executableTarget(name: "vduse-blk", dependencies: [
-            "VDUSEDevice", "BlockBackends", "VirtioBlk", "ZstdImage", "RemoteImage",
+            "VDUSEDevice", "BlockBackends", "VirtioBlk", "ZstdImage", "RemoteImage", "Locks",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftGnu),

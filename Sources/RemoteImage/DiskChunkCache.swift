@@ -1,5 +1,6 @@
 import BlockBackends
 import Glibc
+import Locks
 import Logging
 import Synchronization
 import ZstdImage

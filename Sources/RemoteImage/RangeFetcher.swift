@@ -1,5 +1,6 @@
 import CRemote
 import Glibc
+import Locks
 import ZstdImage
 import Logging
 import Synchronization

@@ -1,3 +1,4 @@
+import Locks
 import Synchronization
 
 /// Counters of one remote backend, shared by the queue threads, the fetcher

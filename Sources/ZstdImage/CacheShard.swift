@@ -1,4 +1,5 @@
 import Glibc
+import Locks
 
 /// One shard of the chunk cache: up to `capacity` decompressed chunks with an
 /// LRU list, behind one pthread mutex. Every field below `lock` is guarded by

@@ -1,3 +1,5 @@
+import Locks
+
 /// Sequential readahead: when a queue moves from chunk n-1 to chunk n, it
 /// asks for chunk n+1, which one background thread decompresses into the
 /// shared cache. Requests go through a small ring (dropped when full or when

@@ -1,4 +1,5 @@
 import Glibc
+import Locks
 import Synchronization
 
 /// A writable overlay over a read-only base image: a sparse file whose data

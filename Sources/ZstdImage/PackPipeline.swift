@@ -1,3 +1,5 @@
+import Locks
+
 /// The compression side of a pack: worker threads claim chunks in order,
 /// read, hash and compress each into a slot of a ring, and the writer takes
 /// finished slots strictly in chunk order. A worker may run at most

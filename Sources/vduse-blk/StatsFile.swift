@@ -1,5 +1,6 @@
 import BlockBackends
 import Glibc
+import Locks
 import ZstdImage
 
 /// Where a running device's counters are published: `$VDUSE_BLK_RUN_DIR`

@@ -123,7 +123,7 @@ final class MultiQueueAndNotificationTests: XCTestCase {
         for round in 0..<20 {
             let h = try EngineHarness(backend: try MemoryBackendFactory(capacityBytes: 1 << 20), queueSize: 16)
             XCTAssertEqual(h.run { $0.bare(type: BlkRequestType.flush) }.status, BlkStatus.ok)
-            weak var worker = h.workers[0]
+            weak let worker = h.workers[0]
             h.stop()
             h.workers.removeAll()
             XCTAssertNil(worker, "round \(round): the queue thread still held its worker after stop()")

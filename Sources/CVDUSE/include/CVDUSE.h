@@ -62,11 +62,11 @@ static inline void vb_store_relaxed_u16(void *p, uint16_t v) {
     __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
 }
 static inline void vb_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void vb_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void vb_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 
 /* The name of a readdir() record, in place: a record can be shorter than
  * struct dirent, so copying the struct (as Swift's `pointee` does) reads past it. */
 static inline const char *vb_dirent_name(const struct dirent *e) { return e->d_name; }
-static inline void vb_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
-static inline void vb_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 
 #endif
