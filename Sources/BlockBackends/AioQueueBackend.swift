@@ -1,3 +1,5 @@
+import SystemSupport
+import CSys
 import CAsyncIO
 import Glibc
 
@@ -34,10 +36,10 @@ final class AioQueueBackend: QueueBackend {
 
     /// Takes ownership of `fd` (closed on deinit, also when this throws).
     init(fd: Int32, alignment: Int, depth: Int) throws(BackendError) {
-        let efd = vb_io_eventfd_create()
-        if efd < 0 {
+        let efd: Int32
+        do { efd = try EventFD().fd } catch {
             close(fd)
-            throw .io(what: "eventfd", errno: -efd)
+            throw .io(what: "eventfd", errno: error.errno.rawValue)
         }
         var err: Int32 = 0
         guard let context = vb_aio_create(UInt32(depth), UInt32(depth), &err) else {
@@ -158,7 +160,7 @@ final class AioQueueBackend: QueueBackend {
         batchCount = 0
         if immediate.unpublished > 0 {
             immediate.publish()
-            _ = vb_io_eventfd_signal(completionFD)
+            EventFD(adopting: completionFD).signal()
         }
     }
 
@@ -181,7 +183,7 @@ final class AioQueueBackend: QueueBackend {
         inFlight -= n
         // The buffer filled up: if more may be waiting, keep the eventfd readable.
         if n == buffer.count && (kernelOwned > 0 || immediate.published > 0) {
-            _ = vb_io_eventfd_signal(completionFD)
+            EventFD(adopting: completionFD).signal()
         }
         return n
     }

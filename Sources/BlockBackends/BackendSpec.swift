@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// A parsed `--backend` argument: `file:PATH`, `zstd:IMAGE,...` or a remote
 /// object (`http://`, `https://`, `s3://`). Untrusted text: anything else is
 /// a clear error naming the known kinds.

@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// Parses human sizes from the command line ("512", "4K", "256M", "1.5G" is
 /// refused, "2T", "64KiB"): hostile input, so every overflow is an error.
 public enum ByteSize {

@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// A fixed-capacity FIFO of finished ops, allocated once when a queue handle is
 /// made. Completions are pushed as ops finish and become poppable only once
 /// `publish()` has been called (engines publish in `submit()`), which keeps

@@ -1,3 +1,5 @@
+import SystemSupport
+import CSys
 import CAsyncIO
 import Glibc
 

@@ -1,3 +1,4 @@
+import SystemSupport
 import Glibc
 
 /// The bytes of an in-RAM image: one anonymous mapping (pages appear on

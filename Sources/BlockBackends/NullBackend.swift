@@ -1,3 +1,4 @@
+import SystemSupport
 import Glibc
 
 /// A backend that stores nothing: every op completes at once with success

@@ -1,3 +1,4 @@
+import SystemSupport
 import Glibc
 
 /// One prepared op as the file engines remember it until it completes.

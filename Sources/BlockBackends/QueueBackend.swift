@@ -1,3 +1,4 @@
+import SystemSupport
 import Glibc
 
 /// One finished backend operation: the tag given at submit time and the

@@ -1,3 +1,4 @@
+import SystemSupport
 import Glibc
 
 /// The synchronous file engine: `submit()` runs every prepared op in order

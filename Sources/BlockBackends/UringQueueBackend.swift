@@ -1,3 +1,5 @@
+import SystemSupport
+import CSys
 import CAsyncIO
 import Glibc
 
@@ -54,10 +56,10 @@ final class UringQueueBackend: EventWaitingBackend {
 
     /// Takes ownership of `fd` (closed on deinit, also when this throws).
     init(fd: Int32, alignment: Int, depth: Int) throws(BackendError) {
-        let efd = vb_io_eventfd_create()
-        if efd < 0 {
+        let efd: Int32
+        do { efd = try EventFD().fd } catch {
             close(fd)
-            throw .io(what: "eventfd", errno: -efd)
+            throw .io(what: "eventfd", errno: error.errno.rawValue)
         }
         var err: Int32 = 0
         let entries = UInt32(depth + 4)  // + the event reads and their cancels
@@ -200,7 +202,7 @@ final class UringQueueBackend: EventWaitingBackend {
             immediate.publish()
             if announceImmediate {
                 announceImmediate = false
-                _ = vb_io_eventfd_signal(completionFD)
+                EventFD(adopting: completionFD).signal()
             }
         }
     }
@@ -247,7 +249,7 @@ final class UringQueueBackend: EventWaitingBackend {
         inFlight -= n
         // The buffer filled up: if more is waiting, keep the eventfd readable.
         if n == buffer.count && (vb_uring_cq_ready(ring) > 0 || immediate.published > 0) {
-            _ = vb_io_eventfd_signal(completionFD)
+            EventFD(adopting: completionFD).signal()
         }
         return n
     }

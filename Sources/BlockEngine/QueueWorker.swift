@@ -1,5 +1,5 @@
 import BlockBackends
-import CVDUSE
+import CSys
 import Glibc
 import Logging
 import VirtioBlk
@@ -111,7 +111,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     // MARK: - the loop
 
     func loop() {
-        _ = "vq-\(config.queueIndex)".withCString { pthread_setname_np(pthread_self(), $0) }
+        "vq-\(config.queueIndex)".withCString { vb_set_thread_name($0) }
         openQueue()
         var fds: (Int32, Int32, Int32) = (control.wakeFD, kickFD, backend.completionFD)
         var revents: (Int16, Int16, Int16) = (0, 0, 0)

@@ -1,4 +1,4 @@
-import CVDUSE
+import CSys
 import Dispatch
 import Glibc
 import Synchronization

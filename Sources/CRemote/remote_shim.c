@@ -3,12 +3,6 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <errno.h>
-#include <sys/eventfd.h>
-
-int vb_wake_eventfd(void) {
-    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    return fd >= 0 ? fd : -errno;
-}
 
 int vb_curl_global_init(void) { return (int)curl_global_init(CURL_GLOBAL_DEFAULT); }
 

@@ -1,13 +1,10 @@
 #include "CVDUSE.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stddef.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 
 /* Layout checks against the kernel ABI (x86_64 and aarch64 share it). */
 _Static_assert(sizeof(struct vb_vduse_dev_config) == 336, "vduse_dev_config");
@@ -102,25 +99,3 @@ int vb_vduse_iotlb_dereg_umem(int fd, uint64_t iova, uint64_t size) {
 size_t vb_vduse_request_size(void) { return sizeof(struct vb_vduse_dev_request); }
 size_t vb_vduse_response_size(void) { return sizeof(struct vb_vduse_dev_response); }
 
-int vb_eventfd(unsigned int initval, int nonblock) {
-    return rc(eventfd(initval, EFD_CLOEXEC | (nonblock ? EFD_NONBLOCK : 0)));
-}
-
-void *vb_mmap_shared(int fd, uint64_t offset, size_t length, int writable, int *err) {
-    void *p = mmap(NULL, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, (off_t)offset);
-    if (p == MAP_FAILED) { *err = errno; return NULL; }
-    *err = 0;
-    return p;
-}
-int vb_munmap(void *addr, size_t length) { return rc(munmap(addr, length)); }
-
-int vb_poll_in(const int *fds, short *revents, int n, int timeout_ms) {
-    struct pollfd p[8];
-    if (n > 8 || n < 0) return -EINVAL;
-    for (int i = 0; i < n; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
-    int r = poll(p, (nfds_t)n, timeout_ms);
-    if (r < 0) return -errno;
-    for (int i = 0; i < n; i++) revents[i] = p[i].revents;
-    return r;
-}
-int vb_errno(void) { return errno; }

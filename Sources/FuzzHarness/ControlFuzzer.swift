@@ -1,5 +1,7 @@
+import SystemSupport
 import BlockBackends
 import BlockEngine
+import CSys
 import CVDUSE
 import Glibc
 import Logging

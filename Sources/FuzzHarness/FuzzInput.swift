@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// Reads a fuzzer's input as a stream of little-endian integers. Past the end
 /// every read returns zero, so any byte string is a valid program: libFuzzer
 /// mutates the bytes, the harness decides what they mean.

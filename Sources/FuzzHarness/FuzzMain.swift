@@ -1,4 +1,5 @@
-import CVDUSE
+import SystemSupport
+import CSys
 import Glibc
 
 #if FUZZING

@@ -1,3 +1,5 @@
+@_spi(Fuzzing) import ImageOverlay
+import SystemSupport
 import Glibc
 @_spi(Fuzzing) import ZstdImage
 

@@ -1,3 +1,4 @@
+import SystemSupport
 import BlockBackends
 
 /// Fuzz target "parse": command-line text that becomes sizes and backend

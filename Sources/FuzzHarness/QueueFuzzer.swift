@@ -1,6 +1,7 @@
+import SystemSupport
 import BlockBackends
 @_spi(Fuzzing) import BlockEngine
-import CVDUSE
+import CSys
 import Glibc
 import Logging
 import VirtioBlk

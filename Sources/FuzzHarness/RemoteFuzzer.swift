@@ -1,4 +1,6 @@
 @_spi(Fuzzing) import RemoteImage
+import ImageOverlay
+import SystemSupport
 import ZstdImage
 
 /// Fuzz target "remote": the bytes a remote server (or the local, untrusted

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 import ZstdImage
 
@@ -55,7 +57,7 @@ public enum ZstdImageFuzzer {
         let output = UnsafeMutableRawPointer.allocate(byteCount: image.chunkSize, alignment: 64)
         defer { output.deallocate() }
         for i in 0..<min(header.chunkCount, 8) {
-            let result = Result { () throws(ZstdImageError) in try decoder.decode(i, into: output, fullHash: flags & 4 != 0) }
+            let result = Result { () throws(ImageError) in try decoder.decode(i, into: output, fullHash: flags & 4 != 0) }
             if QueueFuzzer.trace { print("chunk \(i): \(result)") }
             if case .success(let (length, hash)) = result {
                 fuzzCheck(length == header.chunkLength(i), "chunk \(i) decoded to \(length), not \(header.chunkLength(i))")

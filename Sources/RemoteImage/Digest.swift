@@ -1,5 +1,7 @@
 // Digest.swift - SHA-256, HMAC-SHA256 and lowercase hex, over the OpenSSL
 // wrappers in CRemote. Internal helpers for the SigV4 signer.
+import ImageOverlay
+import SystemSupport
 import CRemote
 
 private let lowerHexDigits: [UInt8] = Array("0123456789abcdef".utf8)

@@ -1,5 +1,6 @@
+import ImageOverlay
 import Glibc
-import Locks
+import SystemSupport
 import Logging
 import ZstdImage
 
@@ -21,7 +22,7 @@ final class DiskCacheWriter: @unchecked Sendable {
     private var queued: [Int] = []
     private var stopping = false
     private let monitor = Monitor()
-    private var thread: SpawnedThread?
+    private var thread: NamedThread?
 
     init(disk: DiskChunkCache, memory: ChunkCache, limit: Int, logger: Logger, stats: RemoteStats) {
         self.disk = disk
@@ -34,7 +35,7 @@ final class DiskCacheWriter: @unchecked Sendable {
 
     func start() {
         do {
-            thread = try SpawnedThread(name: "vb-diskcache") { [self] in run() }
+            thread = try NamedThread(name: "vb-diskcache") { [self] in run() }
         } catch {
             preconditionFailure("cannot start the disk cache writer: \(error)")
         }

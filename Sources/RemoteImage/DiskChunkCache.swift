@@ -1,6 +1,7 @@
+import ImageOverlay
 import BlockBackends
 import Glibc
-import Locks
+import SystemSupport
 import Logging
 import Synchronization
 import ZstdImage

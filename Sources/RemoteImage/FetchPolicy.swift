@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// Timeouts, retry limits and backoff of range fetches (from `RemoteOptions`).

@@ -1,3 +1,6 @@
+import ImageOverlay
+import SystemSupport
+
 /// The parts of an HTTP response head the range fetcher checks, built line by
 /// line from what the server sent (hostile bytes: every line is bounded and
 /// parsed defensively, anything malformed is simply not recorded). A new

@@ -1,4 +1,5 @@
-import CRemote
+import ImageOverlay
+import SystemSupport
 import Glibc
 import Synchronization
 
@@ -10,17 +11,14 @@ final class QueueWaker: Sendable {
     private let fired = Atomic<Bool>(false)
 
     init() throws(RemoteError) {
-        let made = vb_wake_eventfd()
-        guard made >= 0 else { throw .system(what: "eventfd", errno: -made) }
-        fd = made
+        do { fd = try EventFD().fd } catch { throw .system(what: "eventfd", errno: error.errno.rawValue) }
     }
 
     deinit { close(fd) }
 
     func wake() {
         fired.store(true, ordering: .releasing)
-        var one: UInt64 = 1
-        _ = write(fd, &one, 8)
+        EventFD(adopting: fd).signal()
     }
 
     /// True once per burst of wakes.

@@ -1,6 +1,7 @@
+import ImageOverlay
 import CRemote
 import Glibc
-import Locks
+import SystemSupport
 import ZstdImage
 import Logging
 import Synchronization
@@ -52,7 +53,7 @@ final class RangeFetcher: @unchecked Sendable {
     private var transfers: [CurlTransfer]
     private var idle: [CurlTransfer]
     private var delayed: [FetchJob] = []
-    private var thread: SpawnedThread?
+    private var thread: NamedThread?
 
     init(endpoint: RemoteEndpoint, objectSize: UInt64, chunkSize: Int, connections: Int, policy: FetchPolicy,
          etag: String?, lastModified: String?, stats: RemoteStats, logger: Logger) throws(RemoteError) {
@@ -80,7 +81,7 @@ final class RangeFetcher: @unchecked Sendable {
 
     func start() {
         do {
-            thread = try SpawnedThread(name: "vb-fetch") { [self] in run() }
+            thread = try NamedThread(name: "vb-fetch") { [self] in run() }
         } catch {
             preconditionFailure("cannot start the fetcher thread: \(error)")
         }

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import BlockBackends
 import Glibc
 import Logging
@@ -162,7 +164,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
 
     static func openCompressed(store: RemoteChunkStore, name: String) throws(RemoteError) -> SeekableImage {
         let source = try BlockingRemoteSource(store: store, name: name)
-        do throws(ZstdImageError) {
+        do throws(ImageError) {
             return try SeekableImage.open(source: source)
         } catch { throw .image("\(name): \(error.description)") }
     }
@@ -176,7 +178,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             guard store.objectSize >= 8 else { return false }
             var magic: UInt32 = 0
             let source = try BlockingRemoteSource(store: store, name: name)
-            do throws(ZstdImageError) {
+            do throws(ImageError) {
                 try source.read(into: &magic, count: 4, at: 0)
             } catch { throw .image("\(name): \(error.description)") }
             return UInt32(littleEndian: magic) == ImageLayout.headerFrameMagic

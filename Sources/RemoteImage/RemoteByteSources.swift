@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 import ZstdImage
 
@@ -24,7 +26,7 @@ final class BlockingRemoteSource: ImageByteSource, @unchecked Sendable {
         spare.deallocate()
     }
 
-    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError) {
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ImageError) {
         guard offset <= byteCount, UInt64(count) <= byteCount - offset else {
             throw .truncated("\(sourceName) ends at \(byteCount), \(count) bytes were needed at \(offset)")
         }
@@ -38,7 +40,7 @@ final class BlockingRemoteSource: ImageByteSource, @unchecked Sendable {
         }
     }
 
-    private func waitForChunk(_ chunk: Int) throws(ZstdImageError) {
+    private func waitForChunk(_ chunk: Int) throws(ImageError) {
         let serial = store.failureSerial
         guard store.request(chunk, waiter: RemoteChunkStore.blockingSlot, urgent: true) else {
             throw .io(what: "\(sourceName): the remote object changed", errno: EIO)
@@ -72,7 +74,7 @@ final class LocalRemoteSource: ImageByteSource, @unchecked Sendable {
 
     deinit { spare.deallocate() }
 
-    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError) {
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ImageError) {
         guard offset <= byteCount, UInt64(count) <= byteCount - offset else {
             throw .truncated("\(sourceName) ends at \(byteCount), \(count) bytes were needed at \(offset)")
         }

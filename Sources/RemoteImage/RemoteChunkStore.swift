@@ -1,5 +1,6 @@
+import ImageOverlay
 import Glibc
-import Locks
+import SystemSupport
 import Logging
 import Synchronization
 import ZstdImage

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// Where a remote image lives and how to ask for it: the URL curl fetches and,

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// Typed errors of the remote backend, raised while opening (data-path

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 import Logging
 import Synchronization
@@ -12,7 +14,7 @@ final class RemotePrefetcher: @unchecked Sendable {
     let bytesPerSecond: UInt64
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
-    private var thread: SpawnedThread?
+    private var thread: NamedThread?
 
     init(store: RemoteChunkStore, bytesPerSecond: UInt64, logger: Logger) {
         self.store = store
@@ -22,7 +24,7 @@ final class RemotePrefetcher: @unchecked Sendable {
 
     func start() {
         do {
-            thread = try SpawnedThread(name: "vb-prefetch") { [self] in run() }
+            thread = try NamedThread(name: "vb-prefetch") { [self] in run() }
         } catch {
             logger.warning("prefetch thread not started: \(error)")
         }

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import BlockBackends
 import Glibc
 import Synchronization
@@ -59,7 +61,7 @@ final class RemoteQueueBackend: QueueBackend {
         let cache: ChunkCache?
         var buffer: UnsafeMutableRawPointer
 
-        init(image: SeekableImage, source: LocalRemoteSource, cache: ChunkCache?) throws(ZstdImageError) {
+        init(image: SeekableImage, source: LocalRemoteSource, cache: ChunkCache?) throws(ImageError) {
             self.image = image
             decoder = try ChunkDecoder(image: image, source: source)
             self.cache = cache
@@ -201,7 +203,7 @@ final class RemoteQueueBackend: QueueBackend {
             if !hit {
                 do {
                     try z.decoder.decode(index, into: z.buffer)
-                } catch ZstdImageError.io(_, let e) where e == EAGAIN {
+                } catch ImageError.io(_, let e) where e == EAGAIN {
                     let frameEnd = z.image.table.offsets[index] + UInt64(z.image.table.frameSize(index))
                     requestMissing(from: local.missingChunk, through: Int((frameEnd - 1) >> UInt64(store.chunkShift)))
                     return -EAGAIN

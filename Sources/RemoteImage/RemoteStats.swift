@@ -1,4 +1,5 @@
-import Locks
+import ImageOverlay
+import SystemSupport
 import Synchronization
 
 /// Counters of one remote backend, shared by the queue threads, the fetcher

@@ -1,6 +1,8 @@
 // SigV4Signer.swift - AWS Signature Version 4, Authorization-header form.
 // Pure functions of their arguments (the time included): no clock, no I/O.
 #if canImport(Glibc)
+import ImageOverlay
+import SystemSupport
 import Glibc
 #elseif canImport(Darwin)
 import Darwin

@@ -1,3 +1,4 @@
+import CSys
 import CVDUSE
 import Glibc
 import Logging

@@ -1,5 +1,6 @@
 import BlockBackends
 import BlockEngine
+import CSys
 import CVDUSE
 import Glibc
 import Logging

@@ -1,4 +1,4 @@
-import CVDUSE
+import CSys
 
 /// Where a split virtqueue lives, as the driver configured it.
 public struct QueueAddresses: Equatable, Sendable {

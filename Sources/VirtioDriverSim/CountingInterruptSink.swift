@@ -1,6 +1,6 @@
-import CVDUSE
+import CSys
 import Glibc
-import Locks
+import SystemSupport
 import VirtioCore
 
 /// Counts the interrupts a device sends, per queue, and signals an eventfd

@@ -1,4 +1,4 @@
-import CVDUSE
+import CSys
 import Glibc
 import VirtioCore
 

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// Reads one chunk's frame from an image and decompresses it, checking on the
@@ -14,7 +16,7 @@ public final class ChunkDecoder {
     private let source: any ImageByteSource
 
     /// A decoder reading frames from `source` (by default the image's own).
-    public init(image: SeekableImage, source: (any ImageByteSource)? = nil) throws(ZstdImageError) {
+    public init(image: SeekableImage, source: (any ImageByteSource)? = nil) throws(ImageError) {
         self.image = image
         self.source = source ?? image.source
         decompressor = try FrameDecompressor(chunkSize: image.chunkSize)
@@ -29,7 +31,7 @@ public final class ChunkDecoder {
     /// of the chunk (computed, not trusted from the file).
     @discardableResult
     public func decode(_ index: Int, into output: UnsafeMutableRawPointer,
-                       fullHash: Bool = false) throws(ZstdImageError) -> (length: Int, hash: UInt64?) {
+                       fullHash: Bool = false) throws(ImageError) -> (length: Int, hash: UInt64?) {
         let table = image.table
         let size = table.frameSize(index)
         guard size <= frameCapacity else {

@@ -1,4 +1,5 @@
-import Locks
+import ImageOverlay
+import SystemSupport
 
 /// Sequential readahead: when a queue moves from chunk n-1 to chunk n, it
 /// asks for chunk n+1, which one background thread decompresses into the
@@ -7,12 +8,12 @@ import Locks
 /// Owns the thread: it stops and is joined when the prefetcher goes away.
 final class ChunkPrefetcher: Sendable {
     private let state: PrefetchState
-    private let thread: SpawnedThread
+    private let thread: NamedThread
 
-    init(image: SeekableImage, cache: ChunkCache) throws(ZstdImageError) {
+    init(image: SeekableImage, cache: ChunkCache) throws(ImageError) {
         let state = try PrefetchState(image: image, cache: cache)
         self.state = state
-        thread = try SpawnedThread { state.run() }
+        do { thread = try NamedThread { state.run() } } catch { throw ImageError(error) }
     }
 
     deinit {
@@ -45,7 +46,7 @@ final class PrefetchState: @unchecked Sendable {
     private var stopped = false
     private var prefetched = 0
 
-    init(image: SeekableImage, cache: ChunkCache) throws(ZstdImageError) {
+    init(image: SeekableImage, cache: ChunkCache) throws(ImageError) {
         self.image = image
         self.cache = cache
         decoder = try ChunkDecoder(image: image)

@@ -1,3 +1,6 @@
+import ImageOverlay
+import SystemSupport
+
 /// Where the bytes of a zstd seekable image come from: a local file, or a
 /// remote object seen through a cache. Reads are exact (`count` bytes at
 /// `offset` or an error); a source that cannot serve a range without waiting
@@ -7,17 +10,17 @@ public protocol ImageByteSource: AnyObject, Sendable {
     var byteCount: UInt64 { get }
     /// A name for messages (a path or a URL).
     var sourceName: String { get }
-    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError)
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ImageError)
 }
 
 extension ImageByteSource {
     /// Reads `count` bytes at `offset` into a new array.
-    func readBytes(count: Int, at offset: UInt64) throws(ZstdImageError) -> [UInt8] {
+    func readBytes(count: Int, at offset: UInt64) throws(ImageError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
-        var failure: ZstdImageError?
+        var failure: ImageError?
         bytes.withUnsafeMutableBytes { b in
             guard let base = b.baseAddress else { return }
-            do throws(ZstdImageError) { try read(into: base, count: count, at: offset) } catch { failure = error }
+            do throws(ImageError) { try read(into: base, count: count, at: offset) } catch { failure = error }
         }
         if let failure { throw failure }
         return bytes
@@ -30,12 +33,12 @@ final class FileByteSource: ImageByteSource {
     let byteCount: UInt64
     var sourceName: String { file.path }
 
-    init(file: PosixFile) throws(ZstdImageError) {
+    init(file: PosixFile) throws(ImageError) {
         self.file = file
         byteCount = try file.size()
     }
 
-    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError) {
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ImageError) {
         try file.read(into: buffer, count: count, at: offset)
     }
 }

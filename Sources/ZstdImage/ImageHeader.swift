@@ -1,3 +1,6 @@
+import ImageOverlay
+import SystemSupport
+
 /// The image header: the payload of the skippable frame that opens every
 /// image (stock zstd skips it). Says how big the raw image is, how it is
 /// chunked, and what its content digest is. Owns nothing; a value.
@@ -59,7 +62,7 @@ public struct ImageHeader: Sendable, Equatable {
     }
 
     /// Parses and validates a header frame (exactly `frameSize` bytes from offset 0).
-    public static func decode(_ frame: [UInt8]) throws(ZstdImageError) -> ImageHeader {
+    public static func decode(_ frame: [UInt8]) throws(ImageError) -> ImageHeader {
         var r = ByteReader(frame)
         guard frame.count >= frameSize, let magic = r.u32(), let size = r.u32() else {
             throw .truncated("the file is too short for the \(frameSize)-byte image header")

@@ -1,3 +1,6 @@
+import ImageOverlay
+import SystemSupport
+
 /// A summary of an image for `vduse-blk image info`: sizes, ratio, chunking,
 /// digest. Computed from the header and seek table alone (no decompression).
 public struct ImageInfo: Sendable, Equatable {
@@ -34,7 +37,7 @@ public struct ImageInfo: Sendable, Equatable {
     }
 
     /// Opens the image at `path` (validating header and seek table) and summarises it.
-    public static func read(path: String) throws(ZstdImageError) -> ImageInfo {
+    public static func read(path: String) throws(ImageError) -> ImageInfo {
         ImageInfo(image: try SeekableImage.open(path: path))
     }
 
@@ -53,26 +56,3 @@ public struct ImageInfo: Sendable, Equatable {
     }
 }
 
-/// "1.5 GiB"-style sizes.
-public func humanBytes(_ n: UInt64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    var value = Double(n)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(n) B" : "\(formatFixed(value, 1)) \(units[unit])"
-}
-
-/// `value` with `digits` decimals, without Foundation.
-public func formatFixed(_ value: Double, _ digits: Int) -> String {
-    guard value.isFinite else { return "\(value)" }
-    var scale = 1.0
-    for _ in 0..<digits { scale *= 10 }
-    let scaled = (abs(value) * scale).rounded()
-    let whole = UInt64(scaled / scale)
-    var fraction = String(UInt64(scaled - Double(whole) * scale))
-    while fraction.count < digits { fraction = "0" + fraction }
-    return (value < 0 ? "-" : "") + "\(whole)" + (digits > 0 ? "." + fraction : "")
-}

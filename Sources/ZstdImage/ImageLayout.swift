@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import CZstd
 
 /// Constants and limits of the image format (see docs/zstd-image-format.md).
@@ -33,7 +35,7 @@ public enum ImageLayout {
     static let minFrameSize = 4 + 1 + 3
 
     /// Checks a chunk size: a power of two from 4 KiB to 8 MiB.
-    public static func validateChunkSize(_ size: Int) throws(ZstdImageError) {
+    public static func validateChunkSize(_ size: Int) throws(ImageError) {
         guard size >= minChunkSize, size <= maxChunkSize, size & (size - 1) == 0 else {
             throw .invalidArgument("chunk size \(size) must be a power of two from 4K to 8M")
         }

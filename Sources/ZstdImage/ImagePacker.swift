@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// Turns a raw image into a zstd seekable image (see docs/zstd-image-format.md):
@@ -9,7 +11,7 @@ public enum ImagePacker {
     /// Packs `raw` into `output`. `progress(done, total)` is called on the
     /// calling thread after every chunk written.
     public static func pack(raw: String, output: String, options: PackOptions = PackOptions(),
-                            progress: ((UInt64, UInt64) -> Void)? = nil) throws(ZstdImageError) -> PackResult {
+                            progress: ((UInt64, UInt64) -> Void)? = nil) throws(ImageError) -> PackResult {
         try options.validate()
         let started = monotonicSeconds()
         let input = try PosixFile.open(raw, flags: O_RDONLY)
@@ -25,7 +27,7 @@ public enum ImagePacker {
         }
         let partial = output + ".partial"
         let out = try PosixFile.open(partial, flags: O_WRONLY | O_CREAT | O_TRUNC)
-        do throws(ZstdImageError) {
+        do throws(ImageError) {
             let result = try write(input: input, logicalSize: logicalSize, to: out, options: options,
                                    started: started, progress: progress)
             try out.sync()
@@ -39,19 +41,19 @@ public enum ImagePacker {
     }
 
     private static func write(input: PosixFile, logicalSize: UInt64, to out: PosixFile, options: PackOptions,
-                              started: Double, progress: ((UInt64, UInt64) -> Void)?) throws(ZstdImageError) -> PackResult {
+                              started: Double, progress: ((UInt64, UInt64) -> Void)?) throws(ImageError) -> PackResult {
         let pipeline = PackPipeline(input: input, logicalSize: logicalSize, options: options)
         var header = ImageHeader(logicalSize: logicalSize, chunkSize: options.chunkSize, level: options.level,
                                  contentDigest: 0)
         let writer = OutputBuffer(file: out, start: 0)
         try writer.append(header.encodedFrame())  // rewritten with the digest at the end
 
-        var threads: [SpawnedThread] = []
+        var threads: [NamedThread] = []
         for _ in 0..<min(options.threads, pipeline.chunkCount) {
-            do throws(ZstdImageError) {
-                threads.append(try SpawnedThread { pipeline.work() })
+            do {
+                threads.append(try NamedThread { pipeline.work() })
             } catch {
-                pipeline.fail(error)
+                pipeline.fail(ImageError(error))
                 break
             }
         }
@@ -62,7 +64,7 @@ public enum ImagePacker {
         var digest = XXH64.State()
         var zeroChunks = 0
         var done: UInt64 = 0
-        do throws(ZstdImageError) {
+        do throws(ImageError) {
             for k in 0..<pipeline.chunkCount {
                 let slot = try pipeline.take(k)
                 try writer.append(slot.frame, count: slot.length)
@@ -88,7 +90,7 @@ public enum ImagePacker {
                           seconds: monotonicSeconds() - started)
     }
 
-    private static func sameFile(_ a: String, _ b: String) throws(ZstdImageError) -> Bool {
+    private static func sameFile(_ a: String, _ b: String) throws(ImageError) -> Bool {
         var sa = stat(), sb = stat()
         guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
         return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino

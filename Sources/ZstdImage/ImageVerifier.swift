@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// What a full pass over an image found (it throws on the first problem instead).
@@ -15,21 +17,21 @@ public struct VerifyReport: Sendable, Equatable {
 public enum ImageVerifier {
     /// Checks every chunk of the image at `path`.
     public static func verify(path: String, progress: ((UInt64, UInt64) -> Void)? = nil)
-        throws(ZstdImageError) -> VerifyReport
+        throws(ImageError) -> VerifyReport
     {
-        try scan(path: path, progress: progress) { _, _, _ throws(ZstdImageError) in }
+        try scan(path: path, progress: progress) { _, _, _ throws(ImageError) in }
     }
 
     /// Decompresses the image at `path` into a raw image at `output`.
     public static func unpack(path: String, output: String, overwrite: Bool = false,
-                              progress: ((UInt64, UInt64) -> Void)? = nil) throws(ZstdImageError) -> VerifyReport {
+                              progress: ((UInt64, UInt64) -> Void)? = nil) throws(ImageError) -> VerifyReport {
         if access(output, F_OK) == 0 && !overwrite {
             throw .invalidArgument("\(output) exists (overwrite it with --force)")
         }
         let partial = output + ".partial"
         let out = try PosixFile.open(partial, flags: O_WRONLY | O_CREAT | O_TRUNC)
-        do throws(ZstdImageError) {
-            let report = try scan(path: path, progress: progress) { offset, chunk, length throws(ZstdImageError) in
+        do throws(ImageError) {
+            let report = try scan(path: path, progress: progress) { offset, chunk, length throws(ImageError) in
                 if !isAllZero(chunk, length) { try out.write(chunk, count: length, at: offset) }
             }
             try out.truncate(to: report.logicalSize)
@@ -44,8 +46,8 @@ public enum ImageVerifier {
     }
 
     private static func scan(path: String, progress: ((UInt64, UInt64) -> Void)?,
-                             _ body: (UInt64, UnsafeRawPointer, Int) throws(ZstdImageError) -> Void)
-        throws(ZstdImageError) -> VerifyReport
+                             _ body: (UInt64, UnsafeRawPointer, Int) throws(ImageError) -> Void)
+        throws(ImageError) -> VerifyReport
     {
         let started = monotonicSeconds()
         let image = try SeekableImage.open(path: path)

@@ -1,3 +1,6 @@
+import ImageOverlay
+import SystemSupport
+
 /// Appends bytes to a file through a 4 MiB buffer, so many small frames cost
 /// few writes. Owns the buffer; writes through the caller's `PosixFile`.
 final class OutputBuffer {
@@ -19,7 +22,7 @@ final class OutputBuffer {
 
     deinit { buffer.deallocate() }
 
-    func append(_ bytes: UnsafeRawPointer, count: Int) throws(ZstdImageError) {
+    func append(_ bytes: UnsafeRawPointer, count: Int) throws(ImageError) {
         if used + count > capacity { try flush() }
         if count >= capacity {
             try file.write(bytes, count: count, at: flushedTo)
@@ -30,16 +33,16 @@ final class OutputBuffer {
         used += count
     }
 
-    func append(_ bytes: [UInt8]) throws(ZstdImageError) {
-        var failure: ZstdImageError?
+    func append(_ bytes: [UInt8]) throws(ImageError) {
+        var failure: ImageError?
         bytes.withUnsafeBytes { b in
             guard let base = b.baseAddress else { return }
-            do throws(ZstdImageError) { try append(base, count: b.count) } catch { failure = error }
+            do throws(ImageError) { try append(base, count: b.count) } catch { failure = error }
         }
         if let failure { throw failure }
     }
 
-    func flush() throws(ZstdImageError) {
+    func flush() throws(ImageError) {
         guard used > 0 else { return }
         try file.write(buffer, count: used, at: flushedTo)
         flushedTo += UInt64(used)

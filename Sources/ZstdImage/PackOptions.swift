@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// How `ImagePacker` compresses: chunk size, zstd level, worker threads.
@@ -21,7 +23,7 @@ public struct PackOptions: Sendable, Equatable {
 
     public static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-    func validate() throws(ZstdImageError) {
+    func validate() throws(ImageError) {
         try ImageLayout.validateChunkSize(chunkSize)
         guard FrameCompressor.levels.contains(level) else {
             throw .invalidArgument("level \(level) is outside \(FrameCompressor.levels)")
@@ -42,11 +44,4 @@ public struct PackResult: Sendable, Equatable {
 
     /// Raw bytes per image byte.
     public var ratio: Double { Double(header.logicalSize) / Double(max(fileSize, 1)) }
-}
-
-/// Seconds on the monotonic clock.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

@@ -1,4 +1,5 @@
-import Locks
+import ImageOverlay
+import SystemSupport
 
 /// The compression side of a pack: worker threads claim chunks in order,
 /// read, hash and compress each into a slot of a ring, and the writer takes
@@ -29,7 +30,7 @@ final class PackPipeline: @unchecked Sendable {
     private var next = 0
     private var written = 0
     private var ready: [Bool]
-    private var failure: ZstdImageError?
+    private var failure: ImageError?
 
     init(input: PosixFile, logicalSize: UInt64, options: PackOptions) {
         self.input = input
@@ -60,7 +61,7 @@ final class PackPipeline: @unchecked Sendable {
     }
 
     /// Stops everyone with `error` (the first one wins).
-    func fail(_ error: ZstdImageError) {
+    func fail(_ error: ImageError) {
         monitor.withLock {
             if failure == nil { failure = error }
             monitor.broadcast()
@@ -87,7 +88,7 @@ final class PackPipeline: @unchecked Sendable {
             let k = next
             next += 1
             monitor.unlock()
-            do throws(ZstdImageError) {
+            do throws(ImageError) {
                 let length = chunkLength(k)
                 try self.input.read(into: input, count: length, at: UInt64(k) * UInt64(chunkSize))
                 var slot = slots[k % ringSize]
@@ -124,7 +125,7 @@ final class PackPipeline: @unchecked Sendable {
 
     /// Waits for chunk `k` (the writer's next) and returns its slot, or throws
     /// the first worker failure.
-    func take(_ k: Int) throws(ZstdImageError) -> Slot {
+    func take(_ k: Int) throws(ImageError) -> Slot {
         monitor.lock()
         defer { monitor.unlock() }
         while !ready[k % ringSize] && failure == nil { monitor.wait() }

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// A one-line progress bar on standard error ("[=====>    ]  45%  1.2 GiB / 2.6 GiB  350 MiB/s"),

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import BlockBackends
 import Glibc
 
@@ -25,9 +27,9 @@ public enum ReadBenchmark {
         nonisolated(unsafe) let shared = (handles, results)
         let started = monotonicSeconds()
         let deadline = started + seconds
-        var threads: [SpawnedThread] = []
+        var threads: [NamedThread] = []
         for q in 0..<queues {
-            threads.append(try SpawnedThread {
+            threads.append(try NamedThread {
                 let (handles, results) = shared
                 results[q] = run(handles[q], blocks: blocks, blockSize: blockSize, depth: depth,
                                  seed: seed &+ UInt64(q) &* 7919, until: deadline)

@@ -1,3 +1,6 @@
+import ImageOverlay
+import SystemSupport
+
 /// Where every chunk's frame lies in the image file and the checksum of its
 /// uncompressed bytes, decoded and validated from the trailing seek table
 /// (zstd seekable format, with checksums). Entry 0 of the on-disk table is the
@@ -21,7 +24,7 @@ public struct SeekTable: Sendable {
     }
 
     /// Reads the 9-byte footer at the end of the file: the number of entries.
-    static func entryCount(footer: [UInt8]) throws(ZstdImageError) -> Int {
+    static func entryCount(footer: [UInt8]) throws(ImageError) -> Int {
         var r = ByteReader(footer)
         guard footer.count == ImageLayout.seekTableFooterSize,
               let count = r.u32(), let descriptor = r.u8(), let magic = r.u32() else {
@@ -45,7 +48,7 @@ public struct SeekTable: Sendable {
 
     /// Decodes and validates the whole seek table frame `frame` (found at the
     /// end of a `fileSize`-byte file) against `header`.
-    static func decode(_ frame: [UInt8], header: ImageHeader, fileSize: UInt64) throws(ZstdImageError) -> SeekTable {
+    static func decode(_ frame: [UInt8], header: ImageHeader, fileSize: UInt64) throws(ImageError) -> SeekTable {
         let entries = header.chunkCount + 1
         guard frame.count == frameBytes(entries: entries) else {
             throw .frameSizesInconsistent("seek table frame is \(frame.count) bytes, \(entries) entries need \(frameBytes(entries: entries))")

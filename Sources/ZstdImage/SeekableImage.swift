@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Glibc
 
 /// An opened, validated zstd seekable image: its header, its seek table and
@@ -29,12 +31,12 @@ public final class SeekableImage: Sendable {
     }
 
     /// Opens and validates the image at `path`.
-    public static func open(path: String) throws(ZstdImageError) -> SeekableImage {
+    public static func open(path: String) throws(ImageError) -> SeekableImage {
         try open(source: FileByteSource(file: PosixFile.open(path, flags: O_RDONLY)))
     }
 
     /// Opens and validates the image held by `source` (reads its header and seek table).
-    public static func open(source: any ImageByteSource) throws(ZstdImageError) -> SeekableImage {
+    public static func open(source: any ImageByteSource) throws(ImageError) -> SeekableImage {
         let path = source.sourceName
         let fileSize = source.byteCount
         let minimum = UInt64(ImageHeader.frameSize + SeekTable.frameBytes(entries: 1))

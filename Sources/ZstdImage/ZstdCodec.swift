@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import CZstd
 
 /// libzstd's name for an error code.
@@ -11,7 +13,7 @@ func zstdErrorName(_ code: Int) -> String {
 final class FrameCompressor {
     private let context: OpaquePointer
 
-    init(level: Int32) throws(ZstdImageError) {
+    init(level: Int32) throws(ImageError) {
         guard let context = ZSTD_createCCtx() else { throw .compression("cannot allocate a compression context") }
         self.context = context
         for (parameter, value) in [(ZSTD_c_compressionLevel, level), (ZSTD_c_checksumFlag, 1),
@@ -29,7 +31,7 @@ final class FrameCompressor {
     /// Compresses `count` bytes into one frame at `output` (capacity at least
     /// `ZSTD_compressBound(count)`); returns the frame's size.
     func compress(_ input: UnsafeRawPointer, count: Int, into output: UnsafeMutableRawPointer,
-                  capacity: Int) throws(ZstdImageError) -> Int {
+                  capacity: Int) throws(ImageError) -> Int {
         let rc = ZSTD_compress2(context, output, capacity, input, count)
         if ZSTD_isError(rc) != 0 { throw .compression(zstdErrorName(rc)) }
         return rc
@@ -45,7 +47,7 @@ final class FrameCompressor {
 final class FrameDecompressor {
     private let context: OpaquePointer
 
-    init(chunkSize: Int) throws(ZstdImageError) {
+    init(chunkSize: Int) throws(ImageError) {
         guard let context = ZSTD_createDCtx() else { throw .io(what: "allocating a zstd context", errno: 12) }
         self.context = context
         var log: Int32 = 10

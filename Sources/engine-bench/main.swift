@@ -6,7 +6,7 @@
 import BlockBackends
 import BlockEngine
 import CMallocCounter
-import CVDUSE
+import CSys
 import Foundation
 import Logging
 import VirtioBlk

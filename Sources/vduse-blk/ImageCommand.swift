@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import ArgumentParser
 import BlockBackends
 import Glibc
@@ -12,7 +14,7 @@ struct ImageCommand: ParsableCommand {
         subcommands: [Pack.self, Info.self, Verify.self, Unpack.self, BenchRead.self, BenchSeq.self])
 
     /// Runs `body`, turning image errors into one line on stderr and exit status 1.
-    static func run(_ body: () throws(ZstdImageError) -> Void) throws {
+    static func run(_ body: () throws(ImageError) -> Void) throws {
         do { try body() } catch {
             printError(error.description)
             throw ExitCode.failure
@@ -41,7 +43,7 @@ struct ImageCommand: ParsableCommand {
             do { chunk = try ByteSize.parse(chunkSize) } catch { throw ValidationError(error.description) }
             let options = PackOptions(chunkSize: Int(min(chunk, UInt64(Int32.max))), level: level,
                                       threads: threads ?? PackOptions.onlineCPUs, overwrite: force)
-            try ImageCommand.run { () throws(ZstdImageError) in
+            try ImageCommand.run { () throws(ImageError) in
                 let bar = ProgressBar(label: "pack")
                 defer { bar.finish() }
                 let r = try ImagePacker.pack(raw: raw, output: output, options: options, progress: bar.update)
@@ -62,7 +64,7 @@ struct ImageCommand: ParsableCommand {
         var image: String
 
         func run() throws {
-            try ImageCommand.run { () throws(ZstdImageError) in
+            try ImageCommand.run { () throws(ImageError) in
                 for line in try ImageInfo.read(path: image).lines { print(line) }
             }
         }
@@ -76,7 +78,7 @@ struct ImageCommand: ParsableCommand {
         var image: String
 
         func run() throws {
-            try ImageCommand.run { () throws(ZstdImageError) in
+            try ImageCommand.run { () throws(ImageError) in
                 let bar = ProgressBar(label: "verify")
                 defer { bar.finish() }
                 let r = try ImageVerifier.verify(path: image, progress: bar.update)
@@ -98,7 +100,7 @@ struct ImageCommand: ParsableCommand {
         var force = false
 
         func run() throws {
-            try ImageCommand.run { () throws(ZstdImageError) in
+            try ImageCommand.run { () throws(ImageError) in
                 let bar = ProgressBar(label: "unpack")
                 defer { bar.finish() }
                 let r = try ImageVerifier.unpack(path: image, output: output, overwrite: force, progress: bar.update)

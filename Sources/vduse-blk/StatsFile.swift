@@ -1,6 +1,7 @@
+import ImageOverlay
 import BlockBackends
 import Glibc
-import Locks
+import SystemSupport
 import ZstdImage
 
 /// Where a running device's counters are published: `$VDUSE_BLK_RUN_DIR`
@@ -38,7 +39,7 @@ final class StatsPublisher: @unchecked Sendable {
     private let name: String
     private var stopping = false
     private let monitor = Monitor()
-    private var thread: SpawnedThread?
+    private var thread: NamedThread?
 
     init(source: any BackendStatistics, name: String) {
         self.source = source
@@ -46,7 +47,7 @@ final class StatsPublisher: @unchecked Sendable {
     }
 
     func start() {
-        thread = try? SpawnedThread { [self] in run() }
+        thread = try? NamedThread { [self] in run() }
     }
 
     func stop() {

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import ArgumentParser
 
 /// The `vduse-blk` command: create, list and destroy VDUSE virtio-blk devices;

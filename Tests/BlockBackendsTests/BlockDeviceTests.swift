@@ -1,3 +1,4 @@
+import CSys
 import CAsyncIO
 import Foundation
 import Glibc

@@ -1,3 +1,5 @@
+@testable import ImageOverlay
+import SystemSupport
 import BlockBackends
 import FuzzHarness
 @_spi(Fuzzing) import RemoteImage

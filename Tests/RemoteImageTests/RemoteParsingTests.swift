@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import BlockBackends
 @_spi(Fuzzing) @testable import RemoteImage
 import XCTest

@@ -1,5 +1,7 @@
 // SigV4Tests.swift - the SigV4 signer against AWS's published expected values only.
 // No expected string below was produced by running this signer.
+import ImageOverlay
+import SystemSupport
 import Foundation
 import RemoteImage
 import XCTest

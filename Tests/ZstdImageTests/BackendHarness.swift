@@ -1,6 +1,8 @@
+import SystemSupport
 import BlockBackends
 import Glibc
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 /// Drives one queue handle synchronously: each call prepares one op, submits

@@ -1,7 +1,9 @@
+import SystemSupport
 import BlockBackends
 import CZstd
 import Glibc
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 /// Every way an image can be damaged is refused with an error naming it,
@@ -46,7 +48,7 @@ final class CorruptionTests: XCTestCase {
         return path
     }
 
-    private func openError(_ bytes: [UInt8], _ predicate: (ZstdImageError) -> Bool,
+    private func openError(_ bytes: [UInt8], _ predicate: (ImageError) -> Bool,
                            file: StaticString = #filePath, line: UInt = #line) throws {
         let path = try save(bytes)
         assertImageError(try SeekableImage.open(path: path), predicate, file: file, line: line)
@@ -57,7 +59,7 @@ final class CorruptionTests: XCTestCase {
 
     /// Opens fine, but reading chunk `k` fails with `predicate`: verify,
     /// unpack and the backend (EIO) all refuse it; other chunks still read.
-    private func readError(_ bytes: [UInt8], chunk k: Int, _ predicate: (ZstdImageError) -> Bool,
+    private func readError(_ bytes: [UInt8], chunk k: Int, _ predicate: (ImageError) -> Bool,
                            file: StaticString = #filePath, line: UInt = #line) throws {
         let path = try save(bytes)
         let image = try SeekableImage.open(path: path)

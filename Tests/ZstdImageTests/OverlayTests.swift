@@ -1,6 +1,8 @@
+import SystemSupport
 import BlockBackends
 import Glibc
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 /// What the disk must read as, across flushes and "daemon restarts".

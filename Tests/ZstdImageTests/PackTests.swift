@@ -1,5 +1,7 @@
+import SystemSupport
 import Foundation
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 final class PackTests: XCTestCase {

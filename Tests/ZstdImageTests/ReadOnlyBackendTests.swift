@@ -1,6 +1,8 @@
+import SystemSupport
 import BlockBackends
 import Glibc
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 final class ReadOnlyBackendTests: XCTestCase {
@@ -91,7 +93,7 @@ final class ReadOnlyBackendTests: XCTestCase {
 
 /// Runs `body(0..<n)` on n threads and waits for all of them.
 func runConcurrently(_ n: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    var threads: [SpawnedThread] = []
-    for i in 0..<n { threads.append(try! SpawnedThread { body(i) }) }
+    var threads: [NamedThread] = []
+    for i in 0..<n { threads.append(try! NamedThread { body(i) }) }
     for t in threads { t.join() }
 }

@@ -1,5 +1,7 @@
+import SystemSupport
 import BlockBackends
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 final class SpecAndCacheTests: XCTestCase {

@@ -1,6 +1,8 @@
+import SystemSupport
 import Foundation
 import Glibc
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 /// A fresh directory under the temp dir, removed with everything in it on deinit.
@@ -106,13 +108,13 @@ func packImage(_ raw: [UInt8], in dir: ScratchDir, name: String = "disk",
     return imagePath
 }
 
-/// Asserts that `body` throws a `ZstdImageError` matching `predicate`.
-func assertImageError<T>(_ body: @autoclosure () throws -> T, _ predicate: (ZstdImageError) -> Bool,
+/// Asserts that `body` throws a `ImageError` matching `predicate`.
+func assertImageError<T>(_ body: @autoclosure () throws -> T, _ predicate: (ImageError) -> Bool,
                          _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {
     do {
         _ = try body()
         XCTFail("expected an error \(message)", file: file, line: line)
-    } catch let error as ZstdImageError {
+    } catch let error as ImageError {
         XCTAssertTrue(predicate(error), "unexpected error: \(error) \(message)", file: file, line: line)
     } catch {
         XCTFail("unexpected error type: \(error)", file: file, line: line)

@@ -1,5 +1,7 @@
+import SystemSupport
 import CZstd
 import XCTest
+@testable import ImageOverlay
 @testable import ZstdImage
 
 final class XXH64Tests: XCTestCase {

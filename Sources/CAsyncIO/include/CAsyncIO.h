@@ -1,7 +1,7 @@
 /*
  * CAsyncIO - thin C shims over liburing and libaio for vduse-blk's block
- * backends, plus the few block-device ioctls and fd helpers Swift cannot
- * call directly. No logic: each function is one library call or syscall,
+ * backends (eventfds, fallocate and block-device ioctls are in CSys).
+ * No logic: each function is one library call or syscall,
  * returning -errno on failure.
  *
  * <liburing.h> and <libaio.h> are deliberately NOT included here (their
@@ -14,13 +14,6 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/uio.h>
-
-/* fallocate(2) modes, identical to <linux/falloc.h> (checked in the .c). */
-enum {
-    VB_FALLOC_KEEP_SIZE = 0x01,
-    VB_FALLOC_PUNCH_HOLE = 0x02,
-    VB_FALLOC_ZERO_RANGE = 0x10,
-};
 
 /* io_uring_setup flags we may ask for (identical to the uapi values). */
 enum {
@@ -84,26 +77,5 @@ void vb_aio_prep_fdsync(struct vb_aio *a, unsigned slot, int fd, int eventfd, ui
 int vb_aio_submit(struct vb_aio *a, const uint32_t *slots, unsigned n);
 /* io_getevents(0, max, zero timeout): count, or -errno; (data, res) out. */
 int vb_aio_getevents(struct vb_aio *a, uint64_t *data, int64_t *res, unsigned max);
-
-/* ---- fd helpers --------------------------------------------------------- */
-/* eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): fd, or -errno. */
-int vb_io_eventfd_create(void);
-/* Nonblocking read of the counter: 1 if it was readable, 0 if not, or -errno. */
-int vb_io_eventfd_drain(int fd);
-/* Adds 1 to the counter: 0, or -errno. */
-int vb_io_eventfd_signal(int fd);
-/* The file system type (statfs f_type, e.g. TMPFS_MAGIC) of fd's file, or -errno. */
-long long vb_io_fs_type(int fd);
-/* fallocate(2): 0, or -errno. */
-int vb_io_fallocate(int fd, int mode, uint64_t offset, uint64_t length);
-/* ioctl(BLKGETSIZE64): 0, or -errno. */
-int vb_io_blk_getsize64(int fd, uint64_t *bytes);
-/* ioctl(BLKSSZGET), the logical block size: 0, or -errno. */
-int vb_io_blk_logical_block_size(int fd, uint32_t *bytes);
-/* statx(STATX_DIOALIGN): 0 with the alignments (0 when the file system does not
- * report them), or -errno. */
-int vb_io_statx_dio_align(int fd, uint32_t *mem_align, uint32_t *offset_align);
-/* O_DIRECT, for open(2). */
-int vb_io_o_direct(void);
 
 #endif

@@ -35,8 +35,6 @@ CURLMcode vb_curl_multi_setopt_long(CURLM *multi, CURLMoption option, long value
 /// The finished transfer of a CURLMSG_DONE message (NULL for other messages).
 CURL *vb_curl_msg_done(CURLMsg *msg, CURLcode *result);
 
-/// A non-blocking, close-on-exec eventfd: the fd, or -errno.
-int vb_wake_eventfd(void);
 
 /// SHA-256 of `len` bytes into `out[32]`.
 void vb_sha256(const void *data, size_t len, uint8_t *out);

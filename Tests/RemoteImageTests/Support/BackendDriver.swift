@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import BlockBackends
 import Glibc
 import XCTest

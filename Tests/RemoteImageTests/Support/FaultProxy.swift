@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Foundation
 import Glibc
 
@@ -78,7 +80,8 @@ final class FaultProxy: @unchecked Sendable {
     private static func acceptLoop(listener: Int32, core: FaultProxyCore) {
         defer { core.close(listener) }
         while true {
-            let fd = accept4(listener, __SOCKADDR_ARG(__sockaddr__: nil), nil, Int32(SOCK_CLOEXEC.rawValue))
+            let fd = accept(listener, nil, nil)
+            if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
             if fd < 0 {
                 if core.isStopping { return }
                 if errno == EINTR || errno == ECONNABORTED { continue }

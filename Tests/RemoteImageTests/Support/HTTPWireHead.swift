@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import Foundation
 
 /// One HTTP/1.x message head (request or status line plus header fields) as the fault proxy

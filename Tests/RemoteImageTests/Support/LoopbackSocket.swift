@@ -1,11 +1,11 @@
+import ImageOverlay
+import SystemSupport
 import Foundation
 import Glibc
 
 /// Thin Glibc TCP helpers for the test fixtures (IPv4; listeners on loopback only). Owns nothing: every
 /// function hands its file descriptor to the caller, who must close it. All sockets are
 /// created close-on-exec so spawned helpers (nginx, curl) never inherit them.
-/// Written for targets built with `-Xcc -D_GNU_SOURCE`, where glibc passes socket addresses
-/// as the transparent unions `__SOCKADDR_ARG` / `__CONST_SOCKADDR_ARG`.
 enum LoopbackSocket {
     struct Failure: Error, CustomStringConvertible {
         let call: String
@@ -20,7 +20,9 @@ enum LoopbackSocket {
         _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = loopback(port: 0)
         let bound = withUnsafePointer(to: &addr) {
-            bind(fd, __CONST_SOCKADDR_ARG(__sockaddr_in__: $0), socklen_t(MemoryLayout<sockaddr_in>.size))
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         if bound != 0 || Glibc.listen(fd, backlog) != 0 {
             let code = errno
@@ -46,7 +48,9 @@ enum LoopbackSocket {
         var rc: Int32
         repeat {
             rc = withUnsafePointer(to: &addr) {
-                Glibc.connect(fd, __CONST_SOCKADDR_ARG(__sockaddr_in__: $0), socklen_t(MemoryLayout<sockaddr_in>.size))
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         } while rc != 0 && errno == EINTR
         if rc != 0 {
@@ -116,7 +120,7 @@ enum LoopbackSocket {
         var addr = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let rc = withUnsafeMutablePointer(to: &addr) {
-            getsockname(fd, __SOCKADDR_ARG(__sockaddr_in__: $0), &len)
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
         }
         guard rc == 0 else {
             let code = errno

@@ -1,13 +1,13 @@
 import Glibc
-import Locks
+import SystemSupport
 
 /// One shard of the chunk cache: up to `capacity` decompressed chunks with an
 /// LRU list, behind one pthread mutex. Every field below `lock` is guarded by
 /// it; chunk buffers are owned by the shard until handed back by `insert`.
 /// Hence `@unchecked Sendable`.
-final class CacheShard: @unchecked Sendable {
-    let capacity: Int
-    let chunkSize: Int
+public final class CacheShard: @unchecked Sendable {
+    public let capacity: Int
+    public let chunkSize: Int
     private let lock = Monitor()
     private var slotOf: [Int: Int32]
     private let keys: UnsafeMutablePointer<Int>
@@ -22,7 +22,7 @@ final class CacheShard: @unchecked Sendable {
     private(set) var hits = 0
     private(set) var misses = 0
 
-    init(capacity: Int, chunkSize: Int) {
+    public init(capacity: Int, chunkSize: Int) {
         precondition(capacity > 0)
         self.capacity = capacity
         self.chunkSize = chunkSize
@@ -48,7 +48,7 @@ final class CacheShard: @unchecked Sendable {
     /// Runs `body` on chunk `index`'s bytes under the shard lock if cached
     /// (marking it most recently used); false on a miss.
     @inline(__always)
-    func withChunk(_ index: Int, _ body: (UnsafeRawPointer) -> Void) -> Bool {
+    public func withChunk(_ index: Int, _ body: (UnsafeRawPointer) -> Void) -> Bool {
         lock.lock()
         defer { lock.unlock() }
         guard let slot = slotOf[index], let buffer = buffers[Int(slot)] else {
@@ -62,7 +62,7 @@ final class CacheShard: @unchecked Sendable {
     }
 
     /// Whether chunk `index` is cached (no LRU update).
-    func contains(_ index: Int) -> Bool {
+    public func contains(_ index: Int) -> Bool {
         lock.withLock { slotOf[index] != nil }
     }
 
@@ -70,7 +70,7 @@ final class CacheShard: @unchecked Sendable {
     /// swapping it with the buffer of the evicted slot, or with a fresh one
     /// while the shard is filling; `buffer` is left untouched if the chunk is
     /// already cached. The caller keeps whatever `buffer` points to afterwards.
-    func insert(_ index: Int, buffer: inout UnsafeMutableRawPointer) {
+    public func insert(_ index: Int, buffer: inout UnsafeMutableRawPointer) {
         lock.lock()
         if let slot = slotOf[index] {
             touch(slot)
@@ -98,7 +98,7 @@ final class CacheShard: @unchecked Sendable {
     }
 
     /// Forgets chunk `index` (bad data): its slot becomes the next one evicted.
-    func remove(_ index: Int) {
+    public func remove(_ index: Int) {
         lock.withLock {
             guard let slot = slotOf[index] else { return }
             slotOf[index] = nil
@@ -109,7 +109,7 @@ final class CacheShard: @unchecked Sendable {
     }
 
     /// (hits, misses, chunks held).
-    func statistics() -> (hits: Int, misses: Int, held: Int) {
+    public func statistics() -> (hits: Int, misses: Int, held: Int) {
         lock.withLock { (hits, misses, used) }
     }
 

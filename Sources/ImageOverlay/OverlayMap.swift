@@ -1,3 +1,5 @@
+import BlockBackends
+import SystemSupport
 import Synchronization
 
 /// The overlay's allocation map in memory: one bit per 512-byte sector, set
@@ -6,18 +8,18 @@ import Synchronization
 /// cover has been written, so a reader that sees a bit also sees the data.
 /// Also tracks, per 4 KiB map page and per on-disk slot, whether the page
 /// changed since that slot was last written. Owns its memory.
-final class OverlayMap: @unchecked Sendable {
-    static let wordsPerPage = OverlayLayout.blockSize / 8
-    let sectorCount: UInt64
-    let pageCount: Int
+public final class OverlayMap: @unchecked Sendable {
+    public static let wordsPerPage = OverlayLayout.blockSize / 8
+    public let sectorCount: UInt64
+    public let pageCount: Int
     private let wordCount: Int
     private let words: UnsafeMutablePointer<Atomic<UInt64>>
     /// Bit s: the page changed since slot s was written.
     private let dirty: UnsafeMutablePointer<Atomic<UInt8>>
     /// Some bit changed since the last map write.
-    let changed = Atomic<Bool>(false)
+    public let changed = Atomic<Bool>(false)
 
-    init(sectorCount: UInt64, pageCount: Int) {
+    public init(sectorCount: UInt64, pageCount: Int) {
         self.sectorCount = sectorCount
         self.pageCount = pageCount
         wordCount = pageCount * Self.wordsPerPage
@@ -35,14 +37,14 @@ final class OverlayMap: @unchecked Sendable {
     }
 
     @inline(__always)
-    func isSet(_ sector: UInt64) -> Bool {
+    public func isSet(_ sector: UInt64) -> Bool {
         words[Int(sector >> 6)].load(ordering: .acquiring) >> (sector & 63) & 1 != 0
     }
 
     /// From `sector`: whether it is allocated, and how many sectors (at most
     /// `limit`, at least 1) in a row share that state.
     @inline(__always)
-    func run(from sector: UInt64, limit: UInt64) -> (allocated: Bool, length: UInt64) {
+    public func run(from sector: UInt64, limit: UInt64) -> (allocated: Bool, length: UInt64) {
         var w = Int(sector >> 6)
         let bit = sector & 63
         let value = words[w].load(ordering: .acquiring)
@@ -64,7 +66,7 @@ final class OverlayMap: @unchecked Sendable {
     }
 
     /// Marks `count` sectors from `sector` allocated (call after their data is written).
-    func set(from sector: UInt64, count: UInt64) {
+    public func set(from sector: UInt64, count: UInt64) {
         var s = sector
         let end = sector + count
         var touched = false
@@ -86,18 +88,18 @@ final class OverlayMap: @unchecked Sendable {
     }
 
     /// Whether page `page` changed since slot `slot` was written; clears that.
-    func takeDirty(page: Int, slot: Int) -> Bool {
+    public func takeDirty(page: Int, slot: Int) -> Bool {
         let bit = UInt8(1 << slot)
         return dirty[page].bitwiseAnd(~bit, ordering: .acquiringAndReleasing).oldValue & bit != 0
     }
 
     /// Marks every page as needing a rewrite into slot `slot`.
-    func markAllDirty(slot: Int) {
+    public func markAllDirty(slot: Int) {
         for p in 0..<pageCount { dirty[p].bitwiseOr(UInt8(1 << slot), ordering: .releasing) }
     }
 
     /// Writes page `page` (little-endian words) into `buffer` (4 KiB).
-    func copyPage(_ page: Int, to buffer: UnsafeMutableRawPointer) {
+    public func copyPage(_ page: Int, to buffer: UnsafeMutableRawPointer) {
         let first = page * Self.wordsPerPage
         for i in 0..<Self.wordsPerPage {
             buffer.storeBytes(of: words[first + i].load(ordering: .acquiring).littleEndian,
@@ -106,7 +108,7 @@ final class OverlayMap: @unchecked Sendable {
     }
 
     /// Loads page `page` from its on-disk form (while nothing else runs).
-    func loadPage(_ page: Int, from buffer: UnsafeRawPointer) {
+    public func loadPage(_ page: Int, from buffer: UnsafeRawPointer) {
         let first = page * Self.wordsPerPage
         for i in 0..<Self.wordsPerPage {
             let v = UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
@@ -115,7 +117,7 @@ final class OverlayMap: @unchecked Sendable {
     }
 
     /// Whether any bit at or beyond `sectorCount` is set (a damaged map).
-    func hasBitsPastEnd() -> Bool {
+    public func hasBitsPastEnd() -> Bool {
         var s = sectorCount
         while s < UInt64(wordCount) * 64 {
             if s & 63 == 0 {
@@ -130,7 +132,7 @@ final class OverlayMap: @unchecked Sendable {
     }
 
     /// Sectors allocated (for statistics).
-    func allocatedSectors() -> UInt64 {
+    public func allocatedSectors() -> UInt64 {
         var total: UInt64 = 0
         for i in 0..<wordCount { total += UInt64(words[i].load(ordering: .relaxed).nonzeroBitCount) }
         return total

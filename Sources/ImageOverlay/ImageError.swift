@@ -1,10 +1,12 @@
+import BlockBackends
+import SystemSupport
 import Glibc
 
 /// Everything that can go wrong with a zstd image, its overlay, or the tools
 /// that make and check them. Each case names what is wrong and where, so the
 /// CLI can print `description` as is. Data-path failures of the backend are
 /// negated errnos instead (see `ZstdQueueBackend`).
-public enum ZstdImageError: Error, Equatable, CustomStringConvertible {
+public enum ImageError: Error, Equatable, CustomStringConvertible {
     /// A system call failed.
     case io(what: String, errno: Int32)
     /// The file ends before a structure the format requires.
@@ -36,6 +38,9 @@ public enum ZstdImageError: Error, Equatable, CustomStringConvertible {
     /// Another process holds the overlay.
     case overlayBusy(path: String)
 
+    /// A failed system call, as an image error.
+    public init(_ error: SyscallError) { self = .io(what: error.call, errno: error.errno.rawValue) }
+
     public var description: String {
         switch self {
         case .io(let what, let e): return "\(what): \(String(cString: strerror(e)))"
@@ -61,5 +66,5 @@ public enum ZstdImageError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-func hex32(_ v: UInt32) -> String { "0x" + String(v, radix: 16, uppercase: true) }
-func hex64(_ v: UInt64) -> String { "0x" + String(v, radix: 16, uppercase: true) }
+public func hex32(_ v: UInt32) -> String { "0x" + String(v, radix: 16, uppercase: true) }
+public func hex64(_ v: UInt64) -> String { "0x" + String(v, radix: 16, uppercase: true) }

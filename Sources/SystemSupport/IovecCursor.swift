@@ -4,8 +4,8 @@ import Glibc
 /// and moves data between a file and the next bytes of the list. Holds no
 /// memory of its own except a borrowed scratch iovec array for vectored calls.
 public struct IovecCursor {
-    let iovecs: UnsafePointer<iovec>
-    let count: Int
+    public let iovecs: UnsafePointer<iovec>
+    public let count: Int
     private var index = 0
     private var skip = 0
 

@@ -1,7 +1,7 @@
 /* statx(STATX_DIOALIGN) through the raw syscall, so the kernel's struct statx
  * (with the dio fields) is used whatever the C library's copy lacks. Kept in
  * its own file: <linux/stat.h> and <sys/stat.h> do not mix. */
-#include "CAsyncIO.h"
+#include "CSys.h"
 
 #include <errno.h>
 #include <fcntl.h>

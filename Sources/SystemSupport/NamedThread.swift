@@ -1,12 +1,16 @@
+import CSys
 import Glibc
+import SystemPackage
 
-/// A started pthread running a closure; `join` waits for it.
-public struct SpawnedThread: @unchecked Sendable {
+/// A started pthread running a closure, named for `top -H` and debuggers;
+/// `join` waits for it. The one place threads are made (queue workers,
+/// fetchers, prefetchers, cache writers).
+public struct NamedThread: @unchecked Sendable {
     private let thread: pthread_t
 
     /// Starts `body` on a new thread, named `name` (at most 15 bytes, as
     /// `top -H` shows it) when one is given.
-    public init(name: String? = nil, _ body: @escaping @Sendable () -> Void) throws(ZstdImageError) {
+    public init(name: String? = nil, _ body: @escaping @Sendable () -> Void) throws(SyscallError) {
         final class Box: @unchecked Sendable {
             let name: String?
             let body: @Sendable () -> Void
@@ -19,13 +23,13 @@ public struct SpawnedThread: @unchecked Sendable {
         var tid = pthread_t()
         let rc = pthread_create(&tid, nil, { arg in
             let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-            if let name = box.name { _ = name.withCString { pthread_setname_np(pthread_self(), $0) } }
+            if let name = box.name { name.withCString { vb_set_thread_name($0) } }
             box.body()
             return nil
         }, box.toOpaque())
         guard rc == 0 else {
             box.release()
-            throw .io(what: "pthread_create", errno: rc)
+            throw SyscallError(call: "pthread_create", errno: Errno(rawValue: rc))
         }
         thread = tid
     }

@@ -1,5 +1,7 @@
+import CSys
+import BlockBackends
 import Glibc
-import Locks
+import SystemSupport
 import Synchronization
 
 /// A writable overlay over a read-only base image: a sparse file whose data
@@ -14,16 +16,16 @@ import Synchronization
 /// crash fails its checksums on open and the other, older slot is used.
 /// Everything below `flushLock` is guarded by it; the map is lock-free.
 public final class Overlay: @unchecked Sendable {
-    let path: String
-    let file: PosixFile
-    let layout: OverlayLayout
-    let map: OverlayMap
+    public let path: String
+    public let file: PosixFile
+    public let layout: OverlayLayout
+    public let map: OverlayMap
     /// Set on open when a damaged map slot was passed over (worth a warning).
     public let recoveryNote: String?
     /// Data was written since the last flush.
-    let dataWritten = Atomic<Bool>(false)
+    public let dataWritten = Atomic<Bool>(false)
     /// Skip the final flush on deinit (tests simulating a crash).
-    let abandoned = Atomic<Bool>(false)
+    public let abandoned = Atomic<Bool>(false)
 
     private let flushLock = Monitor()
     private var generations: [UInt64]
@@ -39,7 +41,7 @@ public final class Overlay: @unchecked Sendable {
         memset(p, 0, zeroesSize)
         return UnsafeRawPointer(p)
     }()
-    static let zeroesSize = 256 << 10
+    public static let zeroesSize = 256 << 10
     private let punchHoleWorks = Atomic<Bool>(true)
 
     private init(path: String, file: PosixFile, layout: OverlayLayout, map: OverlayMap,
@@ -63,13 +65,8 @@ public final class Overlay: @unchecked Sendable {
         headerBuffer.deallocate()
     }
 
-    /// Opens the overlay at `path` for `image`, creating it if missing.
-    static func open(path: String, image: SeekableImage) throws(ZstdImageError) -> Overlay {
-        try open(path: path, base: OverlayBase(image: image))
-    }
-
     /// Opens the overlay at `path` over `baseImage`, creating it if missing.
-    public static func open(path: String, base baseImage: OverlayBase) throws(ZstdImageError) -> Overlay {
+    public static func open(path: String, base baseImage: OverlayBase) throws(ImageError) -> Overlay {
         if access(path, F_OK) != 0 { try create(path: path, base: baseImage) }
         let file = try PosixFile.open(path, flags: O_RDWR)
         if flock(file.fd, LOCK_EX | LOCK_NB) != 0 {
@@ -133,7 +130,7 @@ public final class Overlay: @unchecked Sendable {
     }
 
     private static func readOrCorrupt(_ file: PosixFile, count: Int, at offset: UInt64,
-                                      what: String) throws(ZstdImageError) -> [UInt8] {
+                                      what: String) throws(ImageError) -> [UInt8] {
         do { return try file.read(count: count, at: offset) } catch {
             if case .truncated = error { throw .overlayCorrupt("\(file.path): \(what) truncated") }
             throw error
@@ -167,12 +164,12 @@ public final class Overlay: @unchecked Sendable {
     }
 
     /// Writes a fresh overlay over `base` at `path` (via a temporary name).
-    private static func create(path: String, base: OverlayBase) throws(ZstdImageError) {
+    private static func create(path: String, base: OverlayBase) throws(ImageError) {
         let layout = try OverlayLayout(capacity: base.logicalSize)
         let superblock = OverlaySuperblock(layout: layout, base: base.identity)
         let partial = path + ".partial"
         let file = try PosixFile.open(partial, flags: O_RDWR | O_CREAT | O_TRUNC)
-        do throws(ZstdImageError) {
+        do throws(ImageError) {
             try file.write(superblock.encoded(), at: 0)
             try file.truncate(to: layout.fileSize)
             let zeroPage = XXH64.hash([UInt8](repeating: 0, count: OverlayLayout.blockSize))
@@ -249,14 +246,18 @@ public final class Overlay: @unchecked Sendable {
     /// Makes `[offset, offset + length)` of the disk read as zeroes in the
     /// overlay (punching a hole, or writing zeroes where that is refused) and
     /// marks it allocated: 0, or a negated errno.
-    func zeroRange(offset: UInt64, length: UInt64) -> Int32 {
+    public func zeroRange(offset: UInt64, length: UInt64) -> Int32 {
         let start = layout.dataOffset + offset
         var rc: Int32 = -EOPNOTSUPP
         if punchHoleWorks.load(ordering: .relaxed) {
-            repeat {
-                rc = fallocate(file.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                               off_t(truncatingIfNeeded: start), off_t(truncatingIfNeeded: length)) == 0 ? 0 : -errno
-            } while rc == -EINTR
+            do {
+                _ = try sysCall("fallocate", returnsNegatedErrno: true) {
+                    vb_io_fallocate(file.fd, Int32(VB_FALLOC_PUNCH_HOLE | VB_FALLOC_KEEP_SIZE), start, length)
+                }
+                rc = 0
+            } catch {
+                rc = error.negated
+            }
             if rc == -EOPNOTSUPP { punchHoleWorks.store(false, ordering: .relaxed) }
         }
         if rc == -EOPNOTSUPP {
@@ -276,7 +277,7 @@ public final class Overlay: @unchecked Sendable {
     }
 
     /// Marks `[offset, offset + length)` written (after the data went to the file).
-    func noteWritten(offset: UInt64, length: UInt64) {
+    public func noteWritten(offset: UInt64, length: UInt64) {
         dataWritten.store(true, ordering: .releasing)
         map.set(from: offset / OverlayLayout.sectorSize, count: length / OverlayLayout.sectorSize)
     }
@@ -286,7 +287,7 @@ public final class Overlay: @unchecked Sendable {
     @_spi(Fuzzing) public var mapHasBitsPastEnd: Bool { map.hasBitsPastEnd() }
 
     /// Generation of the newest map slot on disk.
-    var generation: UInt64 {
+    public var generation: UInt64 {
         flushLock.withLock { max(generations[0], generations[1]) }
     }
 }

@@ -1,3 +1,6 @@
+import BlockBackends
+import SystemSupport
+
 /// What an overlay is layered over: the identity recorded in its superblock
 /// (an overlay opened over anything else is refused) and a name for messages.
 /// Built from a zstd seekable image, or by other backends (a remote raw
@@ -15,12 +18,7 @@ public struct OverlayBase: Sendable, Equatable {
         self.name = name
     }
 
-    public init(image: SeekableImage) {
-        self.init(logicalSize: image.logicalSize, chunkSize: image.chunkSize,
-                  contentDigest: image.header.contentDigest, name: image.path)
-    }
-
-    var identity: OverlaySuperblock.BaseIdentity {
+    public var identity: OverlaySuperblock.BaseIdentity {
         OverlaySuperblock.BaseIdentity(logicalSize: logicalSize, chunkSize: chunkSize, contentDigest: contentDigest)
     }
 }

@@ -1,28 +1,31 @@
+import BlockBackends
+import SystemSupport
+
 /// Where everything lives in an overlay file of a given capacity (see
 /// docs/zstd-image-format.md): the superblock, two allocation-map slots, and
 /// the sparse data area that mirrors the guest's byte offsets. Pure
 /// arithmetic; a value.
-struct OverlayLayout: Sendable, Equatable {
-    static let blockSize = 4096
+public struct OverlayLayout: Sendable, Equatable {
+    public static let blockSize = 4096
     /// Bytes per sector: the granularity of the allocation map.
-    static let sectorSize: UInt64 = 512
+    public static let sectorSize: UInt64 = 512
     /// Sectors one 4 KiB map page covers (16 MiB of disk).
-    static let sectorsPerPage: UInt64 = UInt64(blockSize) * 8
-    static let superblockSize = blockSize
+    public static let sectorsPerPage: UInt64 = UInt64(blockSize) * 8
+    public static let superblockSize = blockSize
     /// Slot header: magic, generation, page count, slot index, table checksum, header checksum.
-    static let slotHeaderSize = 64
+    public static let slotHeaderSize = 64
     /// Largest disk an overlay maps (a 512 MiB map in memory).
-    static let maxCapacity: UInt64 = 2 << 40
+    public static let maxCapacity: UInt64 = 2 << 40
 
-    let capacity: UInt64
-    let pageCount: Int
+    public let capacity: UInt64
+    public let pageCount: Int
     /// Slot header plus page checksum table, rounded up to 4 KiB.
-    let slotHeaderRegion: Int
-    let slotSize: UInt64
-    let slotOffsets: [UInt64]
-    let dataOffset: UInt64
+    public let slotHeaderRegion: Int
+    public let slotSize: UInt64
+    public let slotOffsets: [UInt64]
+    public let dataOffset: UInt64
 
-    init(capacity: UInt64) throws(ZstdImageError) {
+    public init(capacity: UInt64) throws(ImageError) {
         guard capacity > 0, capacity % Self.sectorSize == 0 else {
             throw .unsupported("an overlay needs a capacity that is a positive multiple of 512, not \(capacity)")
         }
@@ -40,50 +43,45 @@ struct OverlayLayout: Sendable, Equatable {
     }
 
     /// File offset of map page `page` in slot `slot`.
-    func pageOffset(slot: Int, page: Int) -> UInt64 {
+    public func pageOffset(slot: Int, page: Int) -> UInt64 {
         slotOffsets[slot] + UInt64(slotHeaderRegion) + UInt64(page * Self.blockSize)
     }
 
     /// Bytes an overlay file of this layout spans (sparse).
-    var fileSize: UInt64 { dataOffset + capacity }
+    public var fileSize: UInt64 { dataOffset + capacity }
 
-    static func roundUp(_ n: Int, _ to: Int) -> Int { (n + to - 1) / to * to }
+    public static func roundUp(_ n: Int, _ to: Int) -> Int { (n + to - 1) / to * to }
 }
 
 /// The overlay superblock (first 4 KiB of the file): which base image the
 /// overlay belongs to and its layout. Written once, at creation. A value.
-struct OverlaySuperblock: Sendable, Equatable {
-    static let magic: [UInt8] = Array("VBZOVL01".utf8)
-    static let version: UInt32 = 1
+public struct OverlaySuperblock: Sendable, Equatable {
+    public static let magic: [UInt8] = Array("VBZOVL01".utf8)
+    public static let version: UInt32 = 1
     /// Bytes covered by the checksum (which follows them).
-    static let checkedSize = 88
+    public static let checkedSize = 88
 
-    var layout: OverlayLayout
-    var base: BaseIdentity
+    public var layout: OverlayLayout
+    public var base: BaseIdentity
 
     /// What identifies a base image: its raw size, chunk size and content digest.
-    struct BaseIdentity: Sendable, Equatable, CustomStringConvertible {
-        var logicalSize: UInt64
-        var chunkSize: Int
-        var contentDigest: UInt64
+    public struct BaseIdentity: Sendable, Equatable, CustomStringConvertible {
+        public var logicalSize: UInt64
+        public var chunkSize: Int
+        public var contentDigest: UInt64
 
-        init(logicalSize: UInt64, chunkSize: Int, contentDigest: UInt64) {
+        public init(logicalSize: UInt64, chunkSize: Int, contentDigest: UInt64) {
             self.logicalSize = logicalSize
             self.chunkSize = chunkSize
             self.contentDigest = contentDigest
         }
 
-        init(_ image: SeekableImage) {
-            self.init(logicalSize: image.logicalSize, chunkSize: image.chunkSize,
-                      contentDigest: image.header.contentDigest)
-        }
-
-        var description: String {
+        public var description: String {
             "\(logicalSize) bytes, chunks of \(chunkSize), digest \(hex64(contentDigest))"
         }
     }
 
-    func encoded() -> [UInt8] {
+    public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: OverlayLayout.superblockSize)
         w.raw(Self.magic)
         w.u32(Self.version)
@@ -105,7 +103,7 @@ struct OverlaySuperblock: Sendable, Equatable {
     }
 
     /// Parses a superblock; every layout field must equal what the capacity implies.
-    static func decode(_ bytes: [UInt8], path: String) throws(ZstdImageError) -> OverlaySuperblock {
+    public static func decode(_ bytes: [UInt8], path: String) throws(ImageError) -> OverlaySuperblock {
         guard bytes.count >= checkedSize + 8 else { throw .overlayCorrupt("\(path): superblock truncated") }
         var r = ByteReader(bytes)
         let magic = r.take(8)!

@@ -2,35 +2,35 @@
 /// seekable format for its per-frame checksums. Owns nothing: `hash` hashes
 /// one buffer, `State` hashes a stream fed in pieces.
 public enum XXH64 {
-    static let prime1: UInt64 = 0x9E37_79B1_85EB_CA87
-    static let prime2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
-    static let prime3: UInt64 = 0x1656_67B1_9E37_79F9
-    static let prime4: UInt64 = 0x85EB_CA77_C2B2_AE63
-    static let prime5: UInt64 = 0x27D4_EB2F_1656_67C5
+    public static let prime1: UInt64 = 0x9E37_79B1_85EB_CA87
+    public static let prime2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+    public static let prime3: UInt64 = 0x1656_67B1_9E37_79F9
+    public static let prime4: UInt64 = 0x85EB_CA77_C2B2_AE63
+    public static let prime5: UInt64 = 0x27D4_EB2F_1656_67C5
 
     /// XXH64 of the empty input with seed 0 (the checksum of an empty frame).
     public static let empty: UInt64 = 0xEF46_DB37_51D8_E999
 
     @inline(__always)
-    static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
+    public static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
 
     @inline(__always)
-    static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
+    public static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
         rotl(acc &+ input &* prime2, 31) &* prime1
     }
 
     @inline(__always)
-    static func merge(_ acc: UInt64, _ value: UInt64) -> UInt64 {
+    public static func merge(_ acc: UInt64, _ value: UInt64) -> UInt64 {
         (acc ^ round(0, value)) &* prime1 &+ prime4
     }
 
     @inline(__always)
-    static func load64(_ p: UnsafeRawPointer, _ offset: Int) -> UInt64 {
+    public static func load64(_ p: UnsafeRawPointer, _ offset: Int) -> UInt64 {
         UInt64(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 
     @inline(__always)
-    static func load32(_ p: UnsafeRawPointer, _ offset: Int) -> UInt64 {
+    public static func load32(_ p: UnsafeRawPointer, _ offset: Int) -> UInt64 {
         UInt64(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
     }
 
@@ -63,7 +63,7 @@ public enum XXH64 {
     }
 
     @inline(__always)
-    static func converge(_ v1: UInt64, _ v2: UInt64, _ v3: UInt64, _ v4: UInt64) -> UInt64 {
+    public static func converge(_ v1: UInt64, _ v2: UInt64, _ v3: UInt64, _ v4: UInt64) -> UInt64 {
         var h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
         h = merge(h, v1)
         h = merge(h, v2)
@@ -72,7 +72,7 @@ public enum XXH64 {
     }
 
     /// Mixes in the total length and the last `count` (< 32) bytes, then avalanches.
-    static func finish(_ acc: UInt64, length: UInt64, tail: UnsafeRawPointer?, count: Int) -> UInt64 {
+    public static func finish(_ acc: UInt64, length: UInt64, tail: UnsafeRawPointer?, count: Int) -> UInt64 {
         var h = acc &+ length
         var offset = 0
         if let tail {

@@ -1,3 +1,5 @@
+import BlockBackends
+import SystemSupport
 import Glibc
 
 /// The guest-facing I/O of an overlaid disk, shared by every backend that

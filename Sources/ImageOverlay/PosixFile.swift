@@ -1,20 +1,22 @@
+import BlockBackends
+import SystemSupport
 import Glibc
 
 /// An open file descriptor with exact-length positional I/O that retries
 /// EINTR and short transfers. Owns the fd (closed on deinit). pread/pwrite do
 /// not move a shared offset, so one `PosixFile` may be used by several
 /// threads at once; hence `@unchecked Sendable`.
-final class PosixFile: @unchecked Sendable {
-    let fd: Int32
-    let path: String
+public final class PosixFile: @unchecked Sendable {
+    public let fd: Int32
+    public let path: String
 
-    init(fd: Int32, path: String) {
+    public init(fd: Int32, path: String) {
         self.fd = fd
         self.path = path
     }
 
     /// Opens `path` with `flags` (O_CLOEXEC is added).
-    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(ZstdImageError) -> PosixFile {
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(ImageError) -> PosixFile {
         guard !path.isEmpty, !path.utf8.contains(0) else { throw .invalidArgument("bad path '\(path)'") }
         while true {
             let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
@@ -27,7 +29,7 @@ final class PosixFile: @unchecked Sendable {
     deinit { close(fd) }
 
     /// Bytes in the file (regular files and block devices).
-    func size() throws(ZstdImageError) -> UInt64 {
+    public func size() throws(ImageError) -> UInt64 {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .io(what: "fstat \(path)", errno: errno) }
         if st.st_mode & S_IFMT == S_IFREG { return UInt64(st.st_size) }
@@ -37,7 +39,7 @@ final class PosixFile: @unchecked Sendable {
     }
 
     /// Reads exactly `count` bytes at `offset`; end of file first is `.truncated`.
-    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError) {
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws(ImageError) {
         let result = readFully(into: buffer, count: count, at: offset)
         if result < 0 { throw .io(what: "read \(path) at \(offset)", errno: Int32(-result)) }
         if result < count {
@@ -46,19 +48,19 @@ final class PosixFile: @unchecked Sendable {
     }
 
     /// Reads `count` bytes at `offset` into a new array.
-    func read(count: Int, at offset: UInt64) throws(ZstdImageError) -> [UInt8] {
+    public func read(count: Int, at offset: UInt64) throws(ImageError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
-        var failure: ZstdImageError?
+        var failure: ImageError?
         bytes.withUnsafeMutableBytes { b in
             guard let base = b.baseAddress else { return }
-            do throws(ZstdImageError) { try read(into: base, count: count, at: offset) } catch { failure = error }
+            do throws(ImageError) { try read(into: base, count: count, at: offset) } catch { failure = error }
         }
         if let failure { throw failure }
         return bytes
     }
 
     /// pread until `count` bytes or end of file: bytes read, or a negated errno.
-    func readFully(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) -> Int {
+    public func readFully(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) -> Int {
         var done = 0
         while done < count {
             let n = pread(fd, buffer + done, count - done, off_t(truncatingIfNeeded: offset &+ UInt64(done)))
@@ -73,22 +75,22 @@ final class PosixFile: @unchecked Sendable {
     }
 
     /// Writes all `count` bytes at `offset`.
-    func write(_ buffer: UnsafeRawPointer, count: Int, at offset: UInt64) throws(ZstdImageError) {
+    public func write(_ buffer: UnsafeRawPointer, count: Int, at offset: UInt64) throws(ImageError) {
         let result = writeFully(buffer, count: count, at: offset)
         if result < 0 { throw .io(what: "write \(path) at \(offset)", errno: Int32(-result)) }
     }
 
-    func write(_ bytes: [UInt8], at offset: UInt64) throws(ZstdImageError) {
-        var failure: ZstdImageError?
+    public func write(_ bytes: [UInt8], at offset: UInt64) throws(ImageError) {
+        var failure: ImageError?
         bytes.withUnsafeBytes { b in
             guard let base = b.baseAddress else { return }
-            do throws(ZstdImageError) { try write(base, count: b.count, at: offset) } catch { failure = error }
+            do throws(ImageError) { try write(base, count: b.count, at: offset) } catch { failure = error }
         }
         if let failure { throw failure }
     }
 
     /// pwrite until all `count` bytes are written: `count`, or a negated errno.
-    func writeFully(_ buffer: UnsafeRawPointer, count: Int, at offset: UInt64) -> Int {
+    public func writeFully(_ buffer: UnsafeRawPointer, count: Int, at offset: UInt64) -> Int {
         var done = 0
         while done < count {
             let n = pwrite(fd, buffer + done, count - done, off_t(truncatingIfNeeded: offset &+ UInt64(done)))
@@ -103,27 +105,27 @@ final class PosixFile: @unchecked Sendable {
     }
 
     /// fdatasync: 0 or a negated errno.
-    func syncData() -> Int32 {
+    public func syncData() -> Int32 {
         while fdatasync(fd) != 0 {
             if errno != EINTR { return -errno }
         }
         return 0
     }
 
-    func sync() throws(ZstdImageError) {
+    public func sync() throws(ImageError) {
         while fsync(fd) != 0 {
             if errno != EINTR { throw .io(what: "fsync \(path)", errno: errno) }
         }
     }
 
-    func truncate(to size: UInt64) throws(ZstdImageError) {
+    public func truncate(to size: UInt64) throws(ImageError) {
         guard ftruncate(fd, off_t(truncatingIfNeeded: size)) == 0 else {
             throw .io(what: "truncate \(path) to \(size)", errno: errno)
         }
     }
 
     /// fsyncs the directory holding `path`, so a rename or create in it is durable.
-    static func syncDirectory(of path: String) throws(ZstdImageError) {
+    public static func syncDirectory(of path: String) throws(ImageError) {
         let dir: String
         if let slash = path.lastIndex(of: "/") {
             dir = slash == path.startIndex ? "/" : String(path[..<slash])
@@ -135,7 +137,7 @@ final class PosixFile: @unchecked Sendable {
     }
 
     /// rename(2) with a typed error.
-    static func rename(_ from: String, to: String) throws(ZstdImageError) {
+    public static func rename(_ from: String, to: String) throws(ImageError) {
         guard Glibc.rename(from, to) == 0 else { throw .io(what: "rename \(from) to \(to)", errno: errno) }
     }
 }

@@ -1,21 +1,24 @@
+import BlockBackends
+import SystemSupport
+
 /// Why an on-disk map slot cannot be trusted.
-struct MapSlotDamage: Error, Equatable {
-    var reason: String
+public struct MapSlotDamage: Error, Equatable {
+    public var reason: String
 }
 
 /// The header of one allocation-map slot plus its page checksum table:
 /// magic, generation, page count, slot index, XXH64 of the table, XXH64 of
 /// the header. A value; `encode` writes it into a caller's buffer.
-struct MapSlotHeader: Equatable {
-    static let magic: [UInt8] = Array("VBZMAP01".utf8)
-    static let checkedSize = 56
+public struct MapSlotHeader: Equatable {
+    public static let magic: [UInt8] = Array("VBZMAP01".utf8)
+    public static let checkedSize = 56
 
-    var generation: UInt64
-    var slot: Int
+    public var generation: UInt64
+    public var slot: Int
     /// XXH64 of each 4 KiB map page in this slot.
-    var table: [UInt64]
+    public var table: [UInt64]
 
-    func encoded(region: Int) -> [UInt8] {
+    public func encoded(region: Int) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: region)
         bytes.withUnsafeMutableBytes { b in
             Self.encode(generation: generation, slot: slot, table: table, into: b.baseAddress!, region: region)
@@ -24,7 +27,7 @@ struct MapSlotHeader: Equatable {
     }
 
     /// Writes header and table into `buffer` (`region` bytes, zero-padded).
-    static func encode(generation: UInt64, slot: Int, table: [UInt64], into buffer: UnsafeMutableRawPointer,
+    public static func encode(generation: UInt64, slot: Int, table: [UInt64], into buffer: UnsafeMutableRawPointer,
                        region: Int) {
         memsetZero(buffer, region)
         for (i, b) in magic.enumerated() { buffer.storeBytes(of: b, toByteOffset: i, as: UInt8.self) }
@@ -43,9 +46,9 @@ struct MapSlotHeader: Equatable {
 
     /// Parses and checks a slot's header region (untrusted bytes).
     /// Slots at or above this generation are damaged; a flush never writes one.
-    static let generationLimit: UInt64 = 1 << 48
+    public static let generationLimit: UInt64 = 1 << 48
 
-    static func decode(_ bytes: [UInt8], slot: Int, pageCount: Int) -> Result<MapSlotHeader, MapSlotDamage> {
+    public static func decode(_ bytes: [UInt8], slot: Int, pageCount: Int) -> Result<MapSlotHeader, MapSlotDamage> {
         guard bytes.count >= OverlayLayout.slotHeaderSize + 8 * pageCount else {
             return .failure(MapSlotDamage(reason: "header region too short"))
         }
@@ -78,6 +81,6 @@ struct MapSlotHeader: Equatable {
 }
 
 @inline(__always)
-func memsetZero(_ p: UnsafeMutableRawPointer, _ count: Int) {
+public func memsetZero(_ p: UnsafeMutableRawPointer, _ count: Int) {
     p.initializeMemory(as: UInt8.self, repeating: 0, count: count)
 }
