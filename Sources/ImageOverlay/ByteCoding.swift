@@ -1,4 +1,3 @@
-import ImageOverlay
 import SystemSupport
 
 /// Little-endian encoding into a growing byte array (the on-disk structures

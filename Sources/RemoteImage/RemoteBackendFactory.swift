@@ -149,10 +149,10 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             throw .invalidSpec("remote backend supports at most \(RemoteChunkStore.blockingSlot) queues")
         }
         do {
-            return try RemoteQueueBackend(store: store, overlay: overlay, zstdImage: zstdImage, zstdCache: zstdCache,
-                                          capacityBytes: geometry.capacityBytes, slot: queueIndex, depth: depth,
-                                          readahead: options.readaheadChunks,
-                                          parkTimeout: options.requestTimeoutSeconds * 2 + 1)
+            let reader = try RemoteBaseReader(store: store, zstdImage: zstdImage, zstdCache: zstdCache,
+                                              slot: queueIndex, readahead: options.readaheadChunks)
+            return RemoteQueueBackend(base: reader, overlay: overlay, capacityBytes: geometry.capacityBytes,
+                                      depth: depth, parkTimeout: options.requestTimeoutSeconds * 2 + 1)
         } catch {
             throw .invalidSpec("remote queue \(queueIndex): \(error.description)")
         }

@@ -1,52 +1,29 @@
-import ImageOverlay
-import SystemSupport
 import BlockBackends
 import Glibc
+import ImageOverlay
+import SystemSupport
 import Synchronization
 import ZstdImage
 
-/// One queue's handle on a remote image. Reads are served from local tiers
-/// on the queue thread; a read needing a chunk that is not local is parked
-/// (its iovecs stay valid until reaped, per the `QueueBackend` contract),
-/// the chunk is requested, and the read is retried when the fetcher wakes
-/// this queue through `completionFD`, so the queue thread never waits for
-/// the network. Writes, flushes, discards and write-zeroes go to the overlay.
-/// With a zstd image, base reads decompress frames whose compressed bytes
-/// come from the store. Owns its parked-op table, completion ring, waker,
-/// spare chunk buffers and scratch iovecs; allocates nothing per op.
-final class RemoteQueueBackend: QueueBackend {
-    let capacity: Int
-    var completionFD: Int32 { waker.fd }
-    var inFlight: Int { completions.count + parkedCount }
+/// One queue's handle on a remote image: the overlaid-backend core with a
+/// base reader that parks reads whose chunks are not local yet.
+typealias RemoteQueueBackend = OverlaidQueueBackend<RemoteBaseReader>
 
-    private struct ParkedRead {
-        var tag: UInt32
-        var offset: UInt64
-        var total: UInt64
-        var iovecs: UnsafePointer<iovec>
-        var count: Int
-        var chunk: Int
-        var serial: UInt64
-        var deadline: Double
-        var attempts: Int
-    }
-
+/// One queue's reader of a remote image's base bytes. Reads are served from
+/// local tiers on the queue thread; a read needing a chunk that is not local
+/// returns -EAGAIN after requesting it, so the core parks it (its iovecs stay
+/// valid until reaped, per the `QueueBackend` contract) and retries it when
+/// the fetcher wakes this queue through `wakeFD`: the queue thread never
+/// waits for the network. With a zstd image, base reads decompress frames
+/// whose compressed bytes come from the store. Owns its waker, its slot in
+/// the store and the spare chunk buffers; allocates nothing per read.
+final class RemoteBaseReader: OverlaidBaseReader {
     private let store: RemoteChunkStore
-    private let overlay: Overlay?
     private let zstd: ZstdLayer?
     private let waker: QueueWaker
     private let slot: Int
-    private let completions: CompletionRing
-    private let parked: UnsafeMutablePointer<ParkedRead>
-    private var parkedCount = 0
-    private let scratch: UnsafeMutablePointer<iovec>
-    private static let scratchCount = 256
-    /// Retries of one parked read before it fails (each retry follows a wake-up).
-    private static let maxRetries = 64
     private let local: LocalRemoteSource
-    private let capacityBytes: UInt64
     private let readahead: Int
-    private let parkTimeout: Double
     /// Where the last read of this queue ended (sequential detection).
     private var lastEnd: UInt64 = .max
     /// Set by a base read that found a chunk missing: the first such chunk.
@@ -71,15 +48,11 @@ final class RemoteQueueBackend: QueueBackend {
         deinit { buffer.deallocate() }
     }
 
-    init(store: RemoteChunkStore, overlay: Overlay?, zstdImage: SeekableImage?, zstdCache: ChunkCache?,
-         capacityBytes: UInt64, slot: Int, depth: Int, readahead: Int, parkTimeout: Double) throws(RemoteError) {
+    init(store: RemoteChunkStore, zstdImage: SeekableImage?, zstdCache: ChunkCache?, slot: Int,
+         readahead: Int) throws(RemoteError) {
         self.store = store
-        self.overlay = overlay
         self.slot = slot
-        self.capacityBytes = capacityBytes
         self.readahead = readahead
-        self.parkTimeout = parkTimeout
-        capacity = depth
         waker = try QueueWaker()
         local = LocalRemoteSource(store: store, name: store.name)
         if let zstdImage {
@@ -89,93 +62,35 @@ final class RemoteQueueBackend: QueueBackend {
         } else {
             zstd = nil
         }
-        completions = CompletionRing(capacity: depth)
-        parked = .allocate(capacity: depth)
-        scratch = .allocate(capacity: Self.scratchCount)
         store.register(waker, slot: slot)
     }
 
     deinit {
         store.unregister(slot: slot)
-        parked.deallocate()
-        scratch.deallocate()
     }
 
-    // MARK: QueueBackend
+    // MARK: OverlaidBaseReader
 
-    func prepareRead(offset: UInt64, iovecs: UnsafePointer<iovec>, count: Int, tag: UInt32) {
-        var total: UInt64 = 0
-        for i in 0..<count { total &+= UInt64(iovecs[i].iov_len) }
-        guard total <= UInt64(Int32.max), inRange(offset, total) else { return completions.push(tag: tag, result: -EIO) }
-        noteSequential(offset: offset, end: offset + total)
-        var rc = read(offset: offset, total: total, iovecs: iovecs, count: count)
+    var wakeFD: Int32 { waker.fd }
+
+    func takeWake() -> Bool { waker.take() }
+
+    func parkTicket() -> ParkTicket? {
         // Nothing is fetched any more once the object changed: no wake-up would ever come.
-        if rc == -EAGAIN, store.objectChanged.load(ordering: .relaxed) { rc = -EIO }
-        if rc == -EAGAIN {
-            RemoteStats.bump(store.stats.parkedReads)
-            park(ParkedRead(tag: tag, offset: offset, total: total, iovecs: iovecs, count: count, chunk: missing,
-                            serial: store.failureSerial, deadline: monotonicSeconds() + parkTimeout, attempts: 0))
-        } else {
-            completions.push(tag: tag, result: rc)
+        if store.objectChanged.load(ordering: .relaxed) { return nil }
+        RemoteStats.bump(store.stats.parkedReads)
+        return ParkTicket(unit: missing, serial: store.failureSerial)
+    }
+
+    func keepWaiting(_ ticket: inout ParkTicket) -> Bool {
+        if store.failedSince(missing, serial: ticket.serial) || store.failedSince(ticket.unit, serial: ticket.serial) {
+            return false
         }
+        ticket.unit = missing
+        return true
     }
 
-    func prepareWrite(offset: UInt64, iovecs: UnsafePointer<iovec>, count: Int, tag: UInt32) {
-        guard let overlay else { return completions.push(tag: tag, result: -EROFS) }
-        var total: UInt64 = 0
-        for i in 0..<count { total &+= UInt64(iovecs[i].iov_len) }
-        guard total <= UInt64(Int32.max), inRange(offset, total) else { return completions.push(tag: tag, result: -EIO) }
-        completions.push(tag: tag, result: overlay.write(offset: offset, total: total, iovecs: iovecs, count: count,
-                                                         scratch: scratch, scratchCount: Self.scratchCount))
-    }
-
-    func prepareFlush(tag: UInt32) {
-        completions.push(tag: tag, result: overlay?.flush() ?? 0)
-    }
-
-    func prepareDiscard(offset: UInt64, length: UInt64, tag: UInt32) {
-        zero(offset: offset, length: length, tag: tag)
-    }
-
-    func prepareWriteZeroes(offset: UInt64, length: UInt64, unmap: Bool, tag: UInt32) {
-        zero(offset: offset, length: length, tag: tag)
-    }
-
-    func submit() {
-        completions.publish()
-    }
-
-    func reap(into buffer: UnsafeMutableBufferPointer<IOCompletion>) -> Int {
-        if parkedCount > 0, waker.take() {
-            retryParked()
-            completions.publish()
-        }
-        return completions.pop(into: buffer)
-    }
-
-    // MARK: reads
-
-    @inline(__always)
-    private func inRange(_ offset: UInt64, _ length: UInt64) -> Bool {
-        offset <= capacityBytes && length <= capacityBytes - offset
-    }
-
-    /// Bytes read, a negated errno, or -EAGAIN with `missing` set (and that
-    /// chunk, plus the request's other missing chunks, requested).
-    private func read(offset: UInt64, total: UInt64, iovecs: UnsafePointer<iovec>, count: Int) -> Int32 {
-        var cursor = IovecCursor(iovecs, count: count)
-        missing = -1
-        let rc: Int32
-        if let overlay {
-            rc = overlay.readMerged(offset: offset, total: total, cursor: &cursor, scratch: scratch,
-                                    scratchCount: Self.scratchCount) { from, to, c in readBase(from: from, to: to, into: &c) }
-        } else {
-            rc = readBase(from: offset, to: offset + total, into: &cursor)
-        }
-        return rc < 0 ? rc : Int32(total)
-    }
-
-    private func readBase(from start: UInt64, to end: UInt64, into cursor: inout IovecCursor) -> Int32 {
+    func readBase(from start: UInt64, to end: UInt64, into cursor: inout IovecCursor) -> Int32 {
         if let zstd { return readCompressed(zstd, from: start, to: end, into: &cursor) }
         var position = start
         while position < end {
@@ -233,7 +148,7 @@ final class RemoteQueueBackend: QueueBackend {
     }
 
     /// On a read continuing the previous one, asks for the next chunks in the background.
-    private func noteSequential(offset: UInt64, end: UInt64) {
+    func willRead(offset: UInt64, end: UInt64) {
         defer { lastEnd = end }
         guard readahead > 0, offset == lastEnd else { return }
         let objectChunkOfEnd: Int
@@ -247,43 +162,5 @@ final class RemoteQueueBackend: QueueBackend {
             RemoteStats.bump(store.stats.readaheadRequests)
             store.request(c, waiter: nil, urgent: false)
         }
-    }
-
-    private func park(_ op: ParkedRead) {
-        precondition(parkedCount < capacity, "more ops parked than the queue's depth")
-        parked[parkedCount] = op
-        parkedCount += 1
-    }
-
-    /// Retries every parked read; those still missing stay parked, those whose
-    /// chunk failed (or ran past the deadline) complete with EIO.
-    private func retryParked() {
-        var i = 0
-        let now = monotonicSeconds()
-        while i < parkedCount {
-            var op = parked[i]
-            var rc = read(offset: op.offset, total: op.total, iovecs: op.iovecs, count: op.count)
-            if rc == -EAGAIN {
-                if store.failedSince(missing, serial: op.serial) || store.failedSince(op.chunk, serial: op.serial)
-                    || now > op.deadline || op.attempts >= Self.maxRetries {
-                    rc = -EIO
-                } else {
-                    op.chunk = missing
-                    op.attempts += 1
-                    parked[i] = op
-                    i += 1
-                    continue
-                }
-            }
-            completions.push(tag: op.tag, result: rc)
-            parkedCount -= 1
-            parked[i] = parked[parkedCount]
-        }
-    }
-
-    private func zero(offset: UInt64, length: UInt64, tag: UInt32) {
-        guard let overlay else { return completions.push(tag: tag, result: -EROFS) }
-        guard inRange(offset, length) else { return completions.push(tag: tag, result: -EIO) }
-        completions.push(tag: tag, result: overlay.zero(offset: offset, length: length))
     }
 }

@@ -1,5 +1,4 @@
 import Glibc
-import SystemSupport
 
 /// One shard of the chunk cache: up to `capacity` decompressed chunks with an
 /// LRU list, behind one pthread mutex. Every field below `lock` is guarded by

@@ -1,3 +1,5 @@
+import ImageOverlay
+import SystemSupport
 import BlockBackends
 import Glibc
 
@@ -47,7 +49,7 @@ public struct ZstdBackendFactory: BlockBackendFactory {
     public var recoveryNote: String? { overlay?.recoveryNote }
 
     /// Opens (and validates) the image, opens or creates the overlay.
-    public init(options: ZstdBackendOptions) throws(ZstdImageError) {
+    public init(options: ZstdBackendOptions) throws(ImageError) {
         self.options = options
         let image = try SeekableImage.open(path: options.imagePath)
         self.image = image
@@ -85,7 +87,8 @@ public struct ZstdBackendFactory: BlockBackendFactory {
     public func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend {
         guard depth > 0 && depth <= 32768 else { throw .invalidSpec("queue depth \(depth) is not in 1...32768") }
         do {
-            return try ZstdQueueBackend(image: image, overlay: overlay, cache: cache, readahead: prefetcher, depth: depth)
+            let reader = try ZstdBaseReader(image: image, cache: cache, readahead: prefetcher)
+            return ZstdQueueBackend(base: reader, overlay: overlay, capacityBytes: image.logicalSize, depth: depth)
         } catch {
             throw .invalidSpec("zstd queue \(queueIndex): \(error.description)")
         }
