@@ -35,30 +35,6 @@ public struct BackendGeometry: Sendable, Equatable {
     }
 }
 
-/// Typed errors raised while opening or configuring a backend (never on the data path:
-/// data-path failures are negated errnos in `IOCompletion.result`).
-public enum BackendError: Error, Equatable, CustomStringConvertible {
-    case invalidSpec(String)
-    case cannotOpen(path: String, errno: Int32)
-    case wouldShrink(path: String, current: UInt64, requested: UInt64)
-    case badSize(String)
-    case engineUnavailable(engine: String, errno: Int32)
-    case io(what: String, errno: Int32)
-
-    public var description: String {
-        switch self {
-        case .invalidSpec(let s): return "invalid backend: \(s)"
-        case .cannotOpen(let p, let e): return "cannot open image \(p): \(String(cString: strerror(e)))"
-        case .wouldShrink(let p, let c, let r):
-            return "refusing to shrink \(p) from \(c) to \(r) bytes"
-        case .badSize(let s): return "bad size: \(s)"
-        case .engineUnavailable(let n, let e):
-            return "I/O engine \(n) unavailable: \(String(cString: strerror(e)))"
-        case .io(let w, let e): return "\(w): \(String(cString: strerror(e)))"
-        }
-    }
-}
-
 /// One queue's private handle on a backend. Owned by exactly one queue thread,
 /// never shared. Operations are prepared, then pushed with one `submit()`,
 /// and their completions collected with `reap(into:)`. Buffers passed in

@@ -54,7 +54,7 @@ final class BlockDeviceTests: XCTestCase {
         XCTAssertEqual(try FileBackendFactory(path: path, size: 4 << 20, engine: .sync).geometry.capacityBytes,
                        4 << 20, "a smaller size exposes a prefix")
         XCTAssertThrowsError(try FileBackendFactory(path: path, size: 16 << 20, engine: .sync)) {
-            guard case .badSize = $0 as? BackendError else { return XCTFail("\($0)") }
+            XCTAssertEqual(($0 as? BackendError)?.kind, .badSize, "\($0)")
         }
         let direct = try FileBackendFactory(path: path, direct: true, engine: .sync)
         var logical: UInt32 = 0

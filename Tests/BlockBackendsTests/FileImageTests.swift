@@ -56,7 +56,7 @@ final class FileImageTests: XCTestCase {
         let dir = try TempDir()
         for size: UInt64 in [0, 1, 511, 1000, 4097] {
             XCTAssertThrowsError(try FileBackendFactory(path: dir.file("x.img"), size: size, engine: .sync)) {
-                guard case .badSize = $0 as? BackendError else { return XCTFail("\($0)") }
+                XCTAssertEqual(($0 as? BackendError)?.kind, .badSize, "\($0)")
             }
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.file("x.img")), "nothing created")
@@ -64,12 +64,12 @@ final class FileImageTests: XCTestCase {
         let odd = dir.file("odd.img")
         writeFile(odd, [UInt8](repeating: 1, count: 1000))
         XCTAssertThrowsError(try FileBackendFactory(path: odd, engine: .sync)) {
-            guard case .badSize = $0 as? BackendError else { return XCTFail("\($0)") }
+            XCTAssertEqual(($0 as? BackendError)?.kind, .badSize, "\($0)")
         }
         let empty = dir.file("empty.img")
         writeFile(empty, [])
         XCTAssertThrowsError(try FileBackendFactory(path: empty, engine: .sync)) {
-            guard case .badSize = $0 as? BackendError else { return XCTFail("\($0)") }
+            XCTAssertEqual(($0 as? BackendError)?.kind, .badSize, "\($0)")
         }
     }
 
@@ -77,7 +77,8 @@ final class FileImageTests: XCTestCase {
         let dir = try TempDir()
         let path = dir.file("absent.img")
         XCTAssertThrowsError(try FileBackendFactory(path: path, engine: .sync)) { error in
-            guard case .invalidSpec(let message) = error as? BackendError else { return XCTFail("\(error)") }
+            guard let failure = error as? BackendError, failure.kind == .invalidSpec else { return XCTFail("\(error)") }
+            let message = failure.description
             XCTAssertTrue(message.contains(path) && message.contains("does not exist"), message)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: path))
@@ -87,11 +88,11 @@ final class FileImageTests: XCTestCase {
         let dir = try TempDir()
         let path = dir.file("ro.img")
         XCTAssertThrowsError(try FileBackendFactory(path: path, size: 4096, readOnly: true, engine: .sync)) {
-            guard case .invalidSpec = $0 as? BackendError else { return XCTFail("\($0)") }
+            XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
         }
         writeFile(path, pattern(4096, seed: 5))
         XCTAssertThrowsError(try FileBackendFactory(path: path, size: 8192, readOnly: true, engine: .sync)) {
-            guard case .invalidSpec = $0 as? BackendError else { return XCTFail("\($0)") }
+            XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
         }
         XCTAssertEqual(statFile(path).size, 4096)
     }
@@ -102,7 +103,7 @@ final class FileImageTests: XCTestCase {
             XCTAssertEqual($0 as? BackendError, .cannotOpen(path: dir.path, errno: EISDIR))
         }
         XCTAssertThrowsError(try FileBackendFactory(path: dir.path, readOnly: true, engine: .sync)) {
-            guard case .invalidSpec = $0 as? BackendError else { return XCTFail("\($0)") }
+            XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
         }
     }
 
@@ -115,7 +116,7 @@ final class FileImageTests: XCTestCase {
         unlink(path)
         writeFile(path, [UInt8](repeating: 0, count: 4096))
         XCTAssertThrowsError(try f.makeQueueBackend(queueIndex: 1, depth: 1)) {
-            guard case .invalidSpec = $0 as? BackendError else { return XCTFail("\($0)") }
+            XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
         }
         withExtendedLifetime(running) {}
     }
