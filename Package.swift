@@ -40,7 +40,9 @@ let package = Package(
         // virtio-blk: request parsing, config space, features.
         .target(name: "VirtioBlk", dependencies: ["VirtioCore"]),
         // The backend seam (prepare/submit/reap by tag), the file engines, memory and null backends.
-        .target(name: "BlockBackends", dependencies: ["CAsyncIO", "CSys", "SystemSupport"]),
+        .target(name: "BlockBackends", dependencies: [
+            "CAsyncIO", "CSys", "SystemSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
         // The writable overlay (sparse file + crash-safe allocation map) shared by image backends,
         // and the image errors and positional file I/O they share.
         .target(name: "ImageOverlay", dependencies: ["BlockBackends", "SystemSupport", "CSys"]),
@@ -51,6 +53,8 @@ let package = Package(
             "CRemote", "BlockBackends", "ImageOverlay", "ZstdImage", "SystemSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The one entry point that opens any backend this package ships from a spec.
+        .target(name: "StandardBackends", dependencies: ["BlockBackends", "ZstdImage", "RemoteImage"]),
         // Per-queue workers: drain, parse, submit, reap, publish, notify.
         .target(name: "BlockEngine", dependencies: [
             "VirtioCore", "VirtioBlk", "BlockBackends", "SystemSupport", "CSys",
@@ -65,7 +69,8 @@ let package = Package(
         // Driver side of split rings in ordinary memory, for tests, benchmarks and fuzzers.
         .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "SystemSupport", "CSys"]),
         .executableTarget(name: "vduse-blk", dependencies: [
-            "VDUSEDevice", "BlockBackends", "VirtioBlk", "ImageOverlay", "ZstdImage", "RemoteImage", "SystemSupport",
+            "VDUSEDevice", "BlockBackends", "StandardBackends", "VirtioBlk", "ImageOverlay", "ZstdImage", "RemoteImage",
+            "SystemSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -71,6 +71,33 @@ public protocol BlockBackendFactory: Sendable {
     var summary: String { get }
     /// A fresh handle for queue `queueIndex`, accepting `depth` ops in flight.
     func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend
+    /// Things worth logging once, after opening (a recovered overlay, what a
+    /// remote object turned out to be). Default: none.
+    var notes: [Note] { get }
+    /// Counters worth showing (`vduse-blk stats NAME`) as name/value pairs in
+    /// a stable order, readable from any thread; nil when the backend keeps
+    /// none (the default).
+    func statistics() -> [(String, UInt64)]?
+    /// Stops background work (fetchers, prefetchers) once no queue handle is
+    /// in use any more. Default: nothing to stop.
+    func shutdown()
+}
+
+/// A message a backend wants logged once, with its weight.
+public struct Note: Sendable, Equatable {
+    public enum Level: Sendable { case info, warning }
+    public var level: Level
+    public var text: String
+    public init(_ level: Level, _ text: String) {
+        self.level = level
+        self.text = text
+    }
+}
+
+extension BlockBackendFactory {
+    public var notes: [Note] { [] }
+    public func statistics() -> [(String, UInt64)]? { nil }
+    public func shutdown() {}
 }
 
 /// A backend whose own completion ring can also watch eventfds (the queue's
@@ -87,10 +114,4 @@ public protocol EventWaitingBackend: QueueBackend {
     func submitAndWait()
     /// Events that fired (bit per slot) since the last call; those slots are now disarmed.
     func takeFiredEvents() -> UInt32
-}
-
-/// A backend with counters worth showing (`vduse-blk stats NAME`): name/value
-/// pairs in a stable order, readable from any thread.
-public protocol BackendStatistics: Sendable {
-    func statistics() -> [(String, UInt64)]
 }

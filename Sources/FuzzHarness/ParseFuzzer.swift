@@ -1,8 +1,11 @@
 import SystemSupport
 import BlockBackends
+import RemoteImage
+import ZstdImage
 
 /// Fuzz target "parse": command-line text that becomes sizes and backend
-/// specs (`ByteSize.parse`, `BackendSpec.parse`). The first byte picks the
+/// specs (`ByteSize.parse`, `BackendSpec.parse` and each backend kind's
+/// argument parser, as `BackendCatalog.standard` dispatches them). The first byte picks the
 /// mode; the rest is the text (UTF-8, invalid sequences repaired the way
 /// `CommandLine.arguments` repairs them) or the pieces of a spec to format.
 /// Checks: no crash; whatever parses formats back to text that parses to the
@@ -18,7 +21,7 @@ public enum ParseFuzzer {
             if let v = try? ByteSize.parse(text) { checkSize(v, text) }
         case 1:
             let text = String(decoding: input.rest(), as: UTF8.self)
-            if let spec = try? BackendSpec.parse(text) { checkSpec(spec, text) }
+            if let spec = try? ParsedSpec.parse(text) { checkSpec(spec, text) }
         case 2:
             // A size from its value: every spelling the parser documents.
             let v = input.u64() >> UInt64(input.u8() % 64)
@@ -36,19 +39,19 @@ public enum ParseFuzzer {
             let a = pathText(&input)
             let b = pathText(&input)
             let c = input.u64() >> UInt64(input.u8() % 64)
-            let spec: BackendSpec
+            let spec: ParsedSpec
             if kind & 1 == 0 {
                 guard !a.isEmpty, !a.utf8.contains(0) else { return }
                 spec = .file(path: a)
             } else {
                 guard !a.isEmpty, !a.utf8.contains(0), !a.utf8.contains(UInt8(ascii: ",")),
                       !b.utf8.contains(0), !b.utf8.contains(UInt8(ascii: ",")) else { return }
-                spec = .zstd(image: a, overlay: kind & 2 != 0 && !b.isEmpty ? b : nil,
-                             cacheBytes: kind & 4 != 0 ? min(c, UInt64(Int64.max)) : nil)
+                spec = .zstd(ZstdBackendSpec(image: a, overlay: kind & 2 != 0 && !b.isEmpty ? b : nil,
+                                             cacheBytes: kind & 4 != 0 ? min(c, UInt64(Int64.max)) : nil))
             }
             let text = format(spec)
             do {
-                let back = try BackendSpec.parse(text)
+                let back = try ParsedSpec.parse(text)
                 fuzzCheck(back == spec, "'\(text)' parsed as \(back), not \(spec)")
             } catch {
                 fuzzCheck(false, "'\(text)' (formatted from \(spec)) did not parse: \(error)")
@@ -67,16 +70,16 @@ public enum ParseFuzzer {
         return "\(v)"
     }
 
-    public static func format(_ spec: BackendSpec) -> String {
+    public static func format(_ spec: ParsedSpec) -> String {
         switch spec {
         case .file(let path): return "file:\(path)"
-        case .zstd(let image, let overlay, let cache):
-            var s = "zstd:\(image)"
-            if let overlay { s += ",overlay=\(overlay)" }
-            if let cache { s += ",cache=\(format(cache))" }
+        case .zstd(let z):
+            var s = "zstd:\(z.image)"
+            if let overlay = z.overlay { s += ",overlay=\(overlay)" }
+            if let cache = z.cacheBytes { s += ",cache=\(format(cache))" }
             return s
-        case .remote(let url, let options):
-            return ([url] + options).joined(separator: ",")
+        case .remote(let r):
+            return r.text
         }
     }
 
@@ -92,23 +95,24 @@ public enum ParseFuzzer {
         }
     }
 
-    static func checkSpec(_ spec: BackendSpec, _ text: String) {
+    static func checkSpec(_ spec: ParsedSpec, _ text: String) {
         switch spec {
         case .file(let path):
             fuzzCheck(!path.isEmpty && !path.utf8.contains(0), "file spec with path '\(path)'")
             fuzzCheck(Array("file:\(path)".utf8) == Array(text.utf8), "'\(text)' lost bytes: path '\(path)'")
-        case .zstd(let image, let overlay, let cache):
-            fuzzCheck(!image.isEmpty && !image.utf8.contains(0), "zstd spec with image '\(image)'")
-            if let overlay { fuzzCheck(!overlay.isEmpty, "empty overlay path") }
-            if let cache { fuzzCheck(cache <= UInt64(Int64.max), "cache \(cache)") }
-        case .remote(let url, let options):
+        case .zstd(let z):
+            fuzzCheck(!z.image.isEmpty && !z.image.utf8.contains(0), "zstd spec with image '\(z.image)'")
+            if let overlay = z.overlay { fuzzCheck(!overlay.isEmpty, "empty overlay path") }
+            if let cache = z.cacheBytes { fuzzCheck(cache <= UInt64(Int64.max), "cache \(cache)") }
+        case .remote(let r):
+            let url = r.url, options = r.options
             fuzzCheck(url.hasPrefix("http://") || url.hasPrefix("https://") || url.hasPrefix("s3://"), "remote URL '\(url)'")
             fuzzCheck(!url.unicodeScalars.contains(",") && !url.utf8.contains(0), "remote URL '\(url)' holds a comma or NUL")
             for o in options { fuzzCheck(o.unicodeScalars.contains("="), "remote option '\(o)' without '='") }
         }
         let again = format(spec)
         do {
-            let back = try BackendSpec.parse(again)
+            let back = try ParsedSpec.parse(again)
             fuzzCheck(back == spec, "'\(again)' (from '\(text)') parsed as \(back), not \(spec)")
         } catch {
             fuzzCheck(false, "'\(again)' (from '\(text)') did not parse: \(error)")
@@ -122,5 +126,23 @@ public enum ParseFuzzer {
         let alphabet = Array("/abcXYZ09._-=:, ~".utf8)
         let bytes = (0..<n).map { _ in raw ? input.u8() : alphabet[Int(input.u8()) % alphabet.count] }
         return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// A spec parsed the way `BackendCatalog.standard` parses it: split into
+/// kind and arguments, then the kind's own argument parser.
+public enum ParsedSpec: Equatable, Sendable {
+    case file(path: String)
+    case zstd(ZstdBackendSpec)
+    case remote(RemoteBackendSpec)
+
+    public static func parse(_ text: String) throws(BackendError) -> ParsedSpec {
+        let spec = try BackendSpec.parse(text)
+        switch spec.kind {
+        case "file": return .file(path: try FileBackendProvider.path(of: spec.arguments))
+        case "zstd": return .zstd(try ZstdBackendSpec.parse(spec.arguments))
+        case "http", "https", "s3": return .remote(try RemoteBackendSpec.parse(kind: spec.kind, spec.arguments))
+        default: throw .invalidSpec("unknown backend '\(spec.kind)'")
+        }
     }
 }

@@ -38,6 +38,12 @@ public enum ImageError: Error, Equatable, CustomStringConvertible {
     /// Another process holds the overlay.
     case overlayBusy(path: String)
 
+    /// Another process holds the overlay.
+    public var isOverlayBusy: Bool {
+        if case .overlayBusy = self { return true }
+        return false
+    }
+
     /// A failed system call, as an image error.
     public init(_ error: SyscallError) { self = .io(what: error.call, errno: error.errno.rawValue) }
 

@@ -18,7 +18,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
     public let store: RemoteChunkStore
     public let isCompressed: Bool
     /// Open-time facts worth logging (disk cache reused or reset, overlay recovery).
-    public let notes: [String]
+    public let noteLines: [String]
     let object: ObjectInfo
     let overlay: Overlay?
     let zstdImage: SeekableImage?
@@ -117,7 +117,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             store.stopFetchers()
             throw .image("\(error)")
         }
-        self.notes = notes
+        noteLines = notes
         if let rate = options.prefetchBytesPerSecond {
             prefetcher = RemotePrefetcher(store: store, bytesPerSecond: rate, logger: logger)
             prefetcher?.start()
@@ -135,13 +135,16 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
         _ = overlay?.flush()
     }
 
-    /// Opens a parsed `--backend` remote spec, with errors as `BackendError`s for the CLI.
-    public static func open(url: String, options: [String], logger: Logger) throws(BackendError) -> RemoteBackendFactory {
-        let parsed = try RemoteOptions.parse(url: url, options: options)
+    /// Opens the backend a parsed remote spec describes; a failure carries
+    /// the remote error beneath it.
+    public static func open(_ spec: RemoteBackendSpec, logger: Logger) throws(BackendError) -> RemoteBackendFactory {
+        let parsed = try RemoteOptions.parse(url: spec.url, options: spec.options)
         do { return try RemoteBackendFactory(options: parsed, logger: logger) } catch {
-            throw .invalidSpec(error.description)
+            throw BackendError(kind: .remote, context: "remote image", source: error)
         }
     }
+
+    public var notes: [Note] { noteLines.map { Note(.info, $0) } }
 
     public func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend {
         guard depth > 0 && depth <= 32768 else { throw .invalidSpec("queue depth \(depth) is not in 1...32768") }
@@ -154,7 +157,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             return RemoteQueueBackend(base: reader, overlay: overlay, capacityBytes: geometry.capacityBytes,
                                       depth: depth, parkTimeout: options.requestTimeoutSeconds * 2 + 1)
         } catch {
-            throw .invalidSpec("remote queue \(queueIndex): \(error.description)")
+            throw BackendError(kind: .remote, context: "remote queue \(queueIndex)", source: error)
         }
     }
 
@@ -186,8 +189,8 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
     }
 }
 
-extension RemoteBackendFactory: BackendStatistics {
-    public func statistics() -> [(String, UInt64)] {
+extension RemoteBackendFactory {
+    public func statistics() -> [(String, UInt64)]? {
         var rows = store.stats.snapshot()
         rows.append(("object_bytes", store.objectSize))
         rows.append(("chunk_bytes", UInt64(store.chunkSize)))

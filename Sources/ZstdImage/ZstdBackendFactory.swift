@@ -73,16 +73,19 @@ public struct ZstdBackendFactory: BlockBackendFactory {
                                    supportsDiscard: writable, supportsWriteZeroes: writable)
     }
 
-    /// Opens the backend described by a parsed `--backend zstd:` spec, with
-    /// errors as `BackendError`s for the CLI.
-    public static func open(image: String, overlay: String?, cacheBytes: UInt64?) throws(BackendError) -> ZstdBackendFactory {
+    /// Opens the backend a parsed `zstd:` spec describes; a failure carries
+    /// the image error beneath it.
+    public static func open(_ spec: ZstdBackendSpec) throws(BackendError) -> ZstdBackendFactory {
         do {
             return try ZstdBackendFactory(options: ZstdBackendOptions(
-                imagePath: image, overlayPath: overlay, cacheBytes: cacheBytes ?? ZstdBackendOptions.defaultCacheBytes))
+                imagePath: spec.image, overlayPath: spec.overlay,
+                cacheBytes: spec.cacheBytes ?? ZstdBackendOptions.defaultCacheBytes))
         } catch {
-            throw .invalidSpec("zstd image \(image): \(error.description)")
+            throw BackendError(kind: error.isOverlayBusy ? .busy : .image, context: "zstd image \(spec.image)", source: error)
         }
     }
+
+    public var notes: [Note] { recoveryNote.map { [Note(.warning, $0)] } ?? [] }
 
     public func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend {
         guard depth > 0 && depth <= 32768 else { throw .invalidSpec("queue depth \(depth) is not in 1...32768") }

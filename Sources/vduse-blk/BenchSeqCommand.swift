@@ -1,11 +1,10 @@
-import ImageOverlay
 import SystemSupport
 import ArgumentParser
 import BlockBackends
 import Glibc
 import Logging
 import RemoteImage
-import ZstdImage
+import StandardBackends
 
 extension ImageCommand {
     /// `vduse-blk image bench-seq BACKEND`: whole-image sequential read
@@ -30,24 +29,16 @@ extension ImageCommand {
                 guard block >= 512, block <= 64 << 20, (1...256).contains(depth), (1...100).contains(passes) else {
                     throw BackendError.invalidSpec("--block 512..64M, --depth 1..256, --passes 1..100")
                 }
-                let factory: any BlockBackendFactory
-                switch try BackendSpec.parse(backend) {
-                case .file(let path): factory = try FileBackendFactory(path: path, readOnly: true, engine: .uring)
-                case .zstd(let image, let overlay, let cache):
-                    factory = try ZstdBackendFactory.open(image: image, overlay: overlay, cacheBytes: cache)
-                case .remote(let url, let options):
-                    factory = try RemoteBackendFactory.open(url: url, options: options, logger: Logger(label: "bench"))
-                }
+                let factory = try BackendCatalog.standard.open(
+                    backend, options: BackendOpenOptions(readOnly: true, engine: .uring, logger: Logger(label: "bench")))
                 for pass in 1...passes {
                     guard let rate = try SequentialReadBenchmark.run(factory: factory, blockSize: Int(block), depth: depth) else {
                         throw BackendError.invalidSpec("a read failed in pass \(pass)")
                     }
                     print("pass \(pass): \(formatFixed(rate / 1048576, 1)) MiB/s")
                 }
-                if let remote = factory as? RemoteBackendFactory {
-                    remote.shutdown()
-                    for (k, v) in remote.statistics() where v > 0 { print("  \(k) \(v)") }
-                }
+                factory.shutdown()
+                for (k, v) in factory.statistics() ?? [] where v > 0 { print("  \(k) \(v)") }
             } catch {
                 printError(error.description)
                 throw ExitCode.failure

@@ -1,13 +1,11 @@
-import ImageOverlay
-import SystemSupport
 import ArgumentParser
 import BlockBackends
 import Glibc
 import Logging
 import RemoteImage
+import StandardBackends
 import VDUSEDevice
 import VirtioBlk
-import ZstdImage
 
 /// `vduse-blk create`: builds the device from validated options and serves it
 /// in the foreground until SIGINT/SIGTERM.
@@ -119,28 +117,18 @@ struct CreateCommand: ParsableCommand {
         let factory: any BlockBackendFactory
         let parameters: BlkDeviceParameters
         do throws(BackendError) {
-            let spec = try BackendSpec.parse(backend)
             let sizeBytes = try size.map { s throws(BackendError) in try ByteSize.parse(s) }
             if let b = sizeBytes, b == 0 || b % UInt64(blockSize) != 0 {
                 throw BackendError.badSize("--size must be a positive multiple of the block size \(blockSize)")
             }
-            switch spec {
-            case .file(let path):
-                factory = try FileBackendFactory(path: path, size: sizeBytes, readOnly: readonly, direct: direct,
-                                                 engine: FileEngine(rawValue: engine)!)
-            case .zstd(let image, let overlay, let cacheBytes):
-                if sizeBytes != nil { throw BackendError.invalidSpec("--size does not apply to zstd images") }
-                let zstd = try ZstdBackendFactory.open(image: image, overlay: overlay, cacheBytes: cacheBytes)
-                if let note = zstd.recoveryNote { logger.warning("\(note)") }
-                factory = zstd
-            case .remote(let url, var options):
-                if sizeBytes != nil { throw BackendError.invalidSpec("--size does not apply to remote images") }
-                if prefetch, !options.contains(where: { $0.hasPrefix("prefetch=") }) {
-                    options.append("prefetch=\(prefetchRate)")
+            factory = try BackendCatalog.standard.open(backend, options: BackendOpenOptions(
+                size: sizeBytes, readOnly: readonly, direct: direct, engine: FileEngine(rawValue: engine)!,
+                prefetchRate: prefetch ? prefetchRate : nil, logger: logger))
+            for note in factory.notes {
+                switch note.level {
+                case .info: logger.info("\(note.text)")
+                case .warning: logger.warning("\(note.text)")
                 }
-                let remote = try RemoteBackendFactory.open(url: url, options: options, logger: logger)
-                for note in remote.notes { logger.info("\(note)") }
-                factory = remote
             }
             let g = factory.geometry
             guard g.capacityBytes >= UInt64(blockSize) else {
@@ -171,14 +159,14 @@ struct CreateCommand: ParsableCommand {
                 throw CLIFailure(message: error.description)
             }
         }
-        let publisher = (factory as? any BackendStatistics).map { StatsPublisher(source: $0, name: name) }
+        let publisher = factory.statistics() == nil ? nil : StatsPublisher(source: factory, name: name)
         publisher?.start()
         var sig: Int32 = 0
         sigwait(&set, &sig)
         logger.info("signal \(sig): shutting down")
         device.shutdown()
         publisher?.stop()
-        (factory as? RemoteBackendFactory)?.shutdown()
+        factory.shutdown()
     }
 }
 

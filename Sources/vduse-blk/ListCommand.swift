@@ -1,5 +1,3 @@
-import ImageOverlay
-import SystemSupport
 import ArgumentParser
 import VDUSEDevice
 

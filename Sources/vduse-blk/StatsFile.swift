@@ -1,8 +1,6 @@
-import ImageOverlay
 import BlockBackends
 import Glibc
 import SystemSupport
-import ZstdImage
 
 /// Where a running device's counters are published: `$VDUSE_BLK_RUN_DIR`
 /// (default /run/vduse-blk)/NAME.stats, rewritten atomically every second by
@@ -35,13 +33,13 @@ enum StatsFile {
 /// A thread publishing a backend's statistics every second until stopped.
 /// Owns the thread and the monitor guarding `stopping`.
 final class StatsPublisher: @unchecked Sendable {
-    private let source: any BackendStatistics
+    private let source: any BlockBackendFactory
     private let name: String
     private var stopping = false
     private let monitor = Monitor()
     private var thread: NamedThread?
 
-    init(source: any BackendStatistics, name: String) {
+    init(source: any BlockBackendFactory, name: String) {
         self.source = source
         self.name = name
     }
@@ -57,14 +55,14 @@ final class StatsPublisher: @unchecked Sendable {
         }
         thread?.join()
         thread = nil
-        StatsFile.write(source.statistics(), name: name)
+        StatsFile.write(source.statistics() ?? [], name: name)
     }
 
     private func run() {
         monitor.lock()
         while !stopping {
             monitor.unlock()
-            StatsFile.write(source.statistics(), name: name)
+            StatsFile.write(source.statistics() ?? [], name: name)
             monitor.lock()
             if !stopping { monitor.wait(nanoseconds: 1_000_000_000) }
         }

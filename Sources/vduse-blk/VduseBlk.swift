@@ -1,5 +1,3 @@
-import ImageOverlay
-import SystemSupport
 import ArgumentParser
 
 /// The `vduse-blk` command: create, list and destroy VDUSE virtio-blk devices;

@@ -21,7 +21,7 @@ final class ZstdBackendEngineTests: XCTestCase {
         _ = try ImagePacker.pack(raw: rawPath, output: zst, options: PackOptions(chunkSize: 64 << 10, level: 3, threads: 2))
 
         // Read-only without an overlay: reads equal the raw image, writes fail.
-        let ro = try ZstdBackendFactory.open(image: zst, overlay: nil, cacheBytes: 1 << 20)
+        let ro = try ZstdBackendFactory.open(ZstdBackendSpec(image: zst, overlay: nil, cacheBytes: 1 << 20))
         XCTAssertTrue(ro.geometry.readOnly)
         let h = try EngineHarness(backend: ro, readOnly: true)
         let r = h.run { $0.read(sector: 1000, length: 64 << 10, segments: 4) }
@@ -31,7 +31,7 @@ final class ZstdBackendEngineTests: XCTestCase {
         h.stop()
 
         // With an overlay: a write, a flush, a discard; everything reads back merged.
-        let rw = try ZstdBackendFactory.open(image: zst, overlay: ovl, cacheBytes: 1 << 20)
+        let rw = try ZstdBackendFactory.open(ZstdBackendSpec(image: zst, overlay: ovl, cacheBytes: 1 << 20))
         XCTAssertFalse(rw.geometry.readOnly)
         let h2 = try EngineHarness(backend: rw, queues: 2)
         let data = pattern(12 << 10, seed: 5)

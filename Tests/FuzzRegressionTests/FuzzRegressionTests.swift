@@ -43,12 +43,12 @@ final class FuzzRegressionTests: XCTestCase {
     /// a path starting with a combining mark fused with the ':' / ',' / '=' before
     /// it (Characters are grapheme clusters), so valid specs were refused.
     func testBackendSpecPathsStartingWithCombiningMarks() throws {
-        XCTAssertEqual(try BackendSpec.parse("file:\u{301}disk.img"), .file(path: "\u{301}disk.img"))
-        XCTAssertEqual(try BackendSpec.parse("zstd:\u{325}a.zst,overlay=\u{325}o,cache=64K"),
-                       .zstd(image: "\u{325}a.zst", overlay: "\u{325}o", cacheBytes: 65536))
+        XCTAssertEqual(try ParsedSpec.parse("file:\u{301}disk.img"), .file(path: "\u{301}disk.img"))
+        XCTAssertEqual(try ParsedSpec.parse("zstd:\u{325}a.zst,overlay=\u{325}o,cache=64K"),
+                       .zstd(ZstdBackendSpec(image: "\u{325}a.zst", overlay: "\u{325}o", cacheBytes: 65536)))
         // The separators themselves must still be exact.
-        XCTAssertThrowsError(try BackendSpec.parse("file\u{301}:disk.img"))
-        XCTAssertThrowsError(try BackendSpec.parse("zstd:a.zst,\u{301}overlay=o"))
+        XCTAssertThrowsError(try ParsedSpec.parse("file\u{301}:disk.img"))
+        XCTAssertThrowsError(try ParsedSpec.parse("zstd:a.zst,\u{301}overlay=o"))
     }
 
     /// fuzz-zstd, Fuzz/regressions/zstd/header-logical-size-near-uint64-max:

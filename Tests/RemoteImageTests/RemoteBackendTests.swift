@@ -41,7 +41,7 @@ final class RemoteBackendTests: XCTestCase {
     }
 
     func stat(_ f: RemoteBackendFactory, _ name: String) -> UInt64 {
-        f.statistics().first { $0.0 == name }?.1 ?? .max
+        f.statistics()?.first { $0.0 == name }?.1 ?? .max
     }
 
     func testRawImageReadsEqualSourceAcrossQueuesAndChunkEdges() throws {
@@ -95,7 +95,7 @@ final class RemoteBackendTests: XCTestCase {
         }
         do {
             let f = try open(url)
-            XCTAssertTrue(f.notes.contains { $0.contains("reusing disk cache") }, "\(f.notes)")
+            XCTAssertTrue(f.notes.contains { $0.text.contains("reusing disk cache") }, "\(f.notes)")
             let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
             for offset in stride(from: 0, to: Self.imageSize, by: 1 << 20) {
                 let (rc, bytes) = q.read(UInt64(offset), 65536)
@@ -112,7 +112,7 @@ final class RemoteBackendTests: XCTestCase {
         writeFile("\(root)/disk.img", changed)
         let f = try open(url)
         defer { f.shutdown() }
-        XCTAssertTrue(f.notes.contains { $0.contains("reset") }, "\(f.notes)")
+        XCTAssertTrue(f.notes.contains { $0.text.contains("reset") }, "\(f.notes)")
         let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         let (rc, bytes) = q.read(0, 65536)
         XCTAssertEqual(rc, 65536)

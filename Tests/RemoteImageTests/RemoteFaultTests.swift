@@ -41,7 +41,7 @@ final class RemoteFaultTests: XCTestCase {
     }
 
     func stat(_ f: RemoteBackendFactory, _ name: String) -> UInt64 {
-        f.statistics().first { $0.0 == name }?.1 ?? .max
+        f.statistics()?.first { $0.0 == name }?.1 ?? .max
     }
 
     /// Reads chunk `chunk` whole through a fresh queue and checks the bytes.

@@ -79,11 +79,16 @@ final class RemoteParsingTests: XCTestCase {
                     ["bogus=1"], ["chunk=1M", "chunk=2M"], ["noequals"], ["style=sideways"]] {
             XCTAssertThrowsError(try RemoteOptions.parse(url: "http://h/x", options: bad), "\(bad)")
         }
-        XCTAssertEqual(try BackendSpec.parse("http://h:8080/a/b.img,chunk=1M"), .remote(url: "http://h:8080/a/b.img", options: ["chunk=1M"]))
-        XCTAssertEqual(try BackendSpec.parse("http:https://h/x"), .remote(url: "https://h/x", options: []))
-        XCTAssertEqual(try BackendSpec.parse("s3://bucket/key.img"), .remote(url: "s3://bucket/key.img", options: []))
-        XCTAssertThrowsError(try BackendSpec.parse("s3:bucket/key"))
-        XCTAssertThrowsError(try BackendSpec.parse("http://h/x,flag"))
+        func parse(_ text: String) throws -> RemoteBackendSpec {
+            let spec = try BackendSpec.parse(text)
+            return try RemoteBackendSpec.parse(kind: spec.kind, spec.arguments)
+        }
+        XCTAssertEqual(try parse("http://h:8080/a/b.img,chunk=1M"), RemoteBackendSpec(url: "http://h:8080/a/b.img", options: ["chunk=1M"]))
+        XCTAssertEqual(try parse("http:https://h/x"), RemoteBackendSpec(url: "https://h/x", options: []))
+        XCTAssertEqual(try parse("s3://bucket/key.img"), RemoteBackendSpec(url: "s3://bucket/key.img", options: []))
+        XCTAssertThrowsError(try parse("s3:bucket/key"))
+        XCTAssertThrowsError(try parse("http://h/x,flag"))
+        XCTAssertEqual(RemoteBackendProvider().kinds, ["http", "https", "s3"])
     }
 
     func testS3EndpointsVirtualHostAndPathStyle() throws {

@@ -6,21 +6,33 @@ import XCTest
 
 final class SpecAndCacheTests: XCTestCase {
     func testZstdBackendSpecs() throws {
-        XCTAssertEqual(try BackendSpec.parse("zstd:/a/disk.zst"), .zstd(image: "/a/disk.zst", overlay: nil, cacheBytes: nil))
-        XCTAssertEqual(try BackendSpec.parse("zstd:d.zst,overlay=/o/d.ovl,cache=256M"),
-                       .zstd(image: "d.zst", overlay: "/o/d.ovl", cacheBytes: 256 << 20))
-        XCTAssertEqual(try BackendSpec.parse("zstd:d.zst,cache=0,overlay=o"), .zstd(image: "d.zst", overlay: "o", cacheBytes: 0))
+        func parse(_ text: String) throws -> ZstdBackendSpec {
+            let spec = try BackendSpec.parse(text)
+            XCTAssertEqual(spec.kind, "zstd")
+            return try ZstdBackendSpec.parse(spec.arguments)
+        }
+        XCTAssertEqual(try parse("zstd:/a/disk.zst"), ZstdBackendSpec(image: "/a/disk.zst", overlay: nil, cacheBytes: nil))
+        XCTAssertEqual(try parse("zstd:d.zst,overlay=/o/d.ovl,cache=256M"),
+                       ZstdBackendSpec(image: "d.zst", overlay: "/o/d.ovl", cacheBytes: 256 << 20))
+        XCTAssertEqual(try parse("zstd:d.zst,cache=0,overlay=o"), ZstdBackendSpec(image: "d.zst", overlay: "o", cacheBytes: 0))
         for bad in ["zstd:", "zstd:,overlay=o", "zstd:d,overlay=", "zstd:d,cache=lots", "zstd:d,ovl=x",
                     "zstd:d,overlay=a,overlay=b", "zstd:d,", "zstd:d\u{0}"] {
-            XCTAssertThrowsError(try BackendSpec.parse(bad), bad)
+            XCTAssertThrowsError(try parse(bad), bad)
         }
-        XCTAssertTrue(BackendSpec.knownKinds.contains("zstd"))
+        XCTAssertEqual(ZstdBackendProvider().kinds, ["zstd"])
+        // A spec opened with --size is refused before the image is touched.
+        XCTAssertThrowsError(try ZstdBackendProvider().open(BackendSpec(kind: "zstd", arguments: "/nonexistent.zst"),
+                                                            options: BackendOpenOptions(size: 4096))) {
+            XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
+        }
     }
 
     func testFactoryOpenNamesTheImageInItsError() throws {
         let dir = try ScratchDir()
         try writeFile(dir.file("junk"), [UInt8](repeating: 7, count: 4096))
-        XCTAssertThrowsError(try ZstdBackendFactory.open(image: dir.file("junk"), overlay: nil, cacheBytes: nil)) { e in
+        XCTAssertThrowsError(try ZstdBackendFactory.open(ZstdBackendSpec(image: dir.file("junk")))) { e in
+            XCTAssertEqual((e as? BackendError)?.kind, .image)
+            XCTAssertNotNil((e as? BackendError)?.source as? ImageError)
             XCTAssertTrue("\(e)".contains("junk") && "\(e)".contains("bad magic"), "\(e)")
         }
     }
