@@ -2,8 +2,8 @@ import BlockBackends
 import SystemSupport
 import Glibc
 
-/// An open file descriptor with exact-length positional I/O that retries
-/// EINTR and short transfers. Owns the fd (closed on deinit). pread/pwrite do
+/// An open file descriptor with exact-length positional I/O (through the
+/// one syscall wrapper: EINTR retried, short transfers continued). Owns the fd (closed on deinit). pread/pwrite do
 /// not move a shared offset, so one `PosixFile` may be used by several
 /// threads at once; hence `@unchecked Sendable`.
 public final class PosixFile: @unchecked Sendable {
@@ -18,11 +18,10 @@ public final class PosixFile: @unchecked Sendable {
     /// Opens `path` with `flags` (O_CLOEXEC is added).
     public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(ImageError) -> PosixFile {
         guard !path.isEmpty, !path.utf8.contains(0) else { throw .invalidArgument("bad path '\(path)'") }
-        while true {
-            let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
-            if fd >= 0 { return PosixFile(fd: fd, path: path) }
-            if errno == EINTR { continue }
-            throw .io(what: "open \(path)", errno: errno)
+        do {
+            return PosixFile(fd: try sysCall("open \(path)") { Glibc.open(path, flags | O_CLOEXEC, mode) }, path: path)
+        } catch {
+            throw ImageError(error)
         }
     }
 
@@ -61,17 +60,7 @@ public final class PosixFile: @unchecked Sendable {
 
     /// pread until `count` bytes or end of file: bytes read, or a negated errno.
     public func readFully(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) -> Int {
-        var done = 0
-        while done < count {
-            let n = pread(fd, buffer + done, count - done, off_t(truncatingIfNeeded: offset &+ UInt64(done)))
-            if n < 0 {
-                if errno == EINTR { continue }
-                return -Int(errno)
-            }
-            if n == 0 { break }
-            done += n
-        }
-        return done
+        PositionalIO.readFully(fd, into: buffer, count: count, at: offset)
     }
 
     /// Writes all `count` bytes at `offset`.
@@ -91,31 +80,16 @@ public final class PosixFile: @unchecked Sendable {
 
     /// pwrite until all `count` bytes are written: `count`, or a negated errno.
     public func writeFully(_ buffer: UnsafeRawPointer, count: Int, at offset: UInt64) -> Int {
-        var done = 0
-        while done < count {
-            let n = pwrite(fd, buffer + done, count - done, off_t(truncatingIfNeeded: offset &+ UInt64(done)))
-            if n < 0 {
-                if errno == EINTR { continue }
-                return -Int(errno)
-            }
-            if n == 0 { return -Int(EIO) }
-            done += n
-        }
-        return done
+        PositionalIO.writeFully(fd, buffer, count: count, at: offset)
     }
 
     /// fdatasync: 0 or a negated errno.
     public func syncData() -> Int32 {
-        while fdatasync(fd) != 0 {
-            if errno != EINTR { return -errno }
-        }
-        return 0
+        sysCallResult { fdatasync(fd) }
     }
 
     public func sync() throws(ImageError) {
-        while fsync(fd) != 0 {
-            if errno != EINTR { throw .io(what: "fsync \(path)", errno: errno) }
-        }
+        do { _ = try sysCall("fsync \(path)") { fsync(fd) } } catch { throw ImageError(error) }
     }
 
     public func truncate(to size: UInt64) throws(ImageError) {

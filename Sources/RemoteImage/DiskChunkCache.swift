@@ -131,13 +131,7 @@ import ZstdImage
         guard let expected else { return false }
         let length = chunkLength(chunk)
         let offset = UInt64(chunk) * UInt64(identity.chunkSize)
-        var done = 0
-        while done < length {
-            let n = pread(dataFD, buffer + done, length - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return false }
-            done += n
-        }
+        guard PositionalIO.readFully(dataFD, into: buffer, count: length, at: offset) == length else { return false }
         guard XXH64.hash(UnsafeRawBufferPointer(start: buffer, count: length)) == expected else {
             forget(chunk)
             return false
@@ -150,13 +144,8 @@ import ZstdImage
         guard chunk >= 0 && chunk < chunkCount else { return }
         let length = chunkLength(chunk)
         let offset = UInt64(chunk) * UInt64(identity.chunkSize)
-        var done = 0
-        while done < length {
-            let n = pwrite(dataFD, buffer + done, length - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }  // disk full or I/O error: the chunk just stays uncached on disk
-            done += n
-        }
+        // Disk full or an I/O error: the chunk just stays uncached on disk.
+        guard PositionalIO.writeFully(dataFD, buffer, count: length, at: offset) == length else { return }
         let hash = XXH64.hash(UnsafeRawBufferPointer(start: buffer, count: length))
         state.withLock { $0.pending.append((chunk, hash)) }
     }
@@ -271,23 +260,19 @@ import ZstdImage
 
     static func writeAtomically(_ bytes: [UInt8], to path: String) throws(RemoteError) {
         let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .system(what: "open \(tmp)", errno: errno) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 {
-                let e = errno
-                close(fd)
-                throw .system(what: "write \(tmp)", errno: e)
-            }
-            done += n
+        let fd = sysCallResult { open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+        guard fd >= 0 else { throw .system(what: "open \(tmp)", errno: -fd) }
+        let written = bytes.withUnsafeBytes { b in
+            b.baseAddress.map { PositionalIO.writeFully(fd, $0, count: b.count, at: 0) } ?? 0
         }
-        guard fsync(fd) == 0 else {
-            let e = errno
+        if written < 0 {
             close(fd)
-            throw .system(what: "fsync \(tmp)", errno: e)
+            throw .system(what: "write \(tmp)", errno: Int32(-written))
+        }
+        let synced = sysCallResult { fsync(fd) }
+        guard synced == 0 else {
+            close(fd)
+            throw .system(what: "fsync \(tmp)", errno: -synced)
         }
         close(fd)
         guard rename(tmp, path) == 0 else { throw .system(what: "rename \(tmp)", errno: errno) }

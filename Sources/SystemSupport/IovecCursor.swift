@@ -67,12 +67,11 @@ public struct IovecCursor {
                 s = 0
             }
             if n == 0 { return -EIO }
-            let moved = write ? pwritev(fd, scratch, Int32(n), off_t(truncatingIfNeeded: position))
-                : preadv(fd, scratch, Int32(n), off_t(truncatingIfNeeded: position))
-            if moved < 0 {
-                if errno == EINTR { continue }
-                return -errno
+            let moved = sysCallResult {
+                write ? pwritev(fd, scratch, Int32(n), off_t(truncatingIfNeeded: position))
+                    : preadv(fd, scratch, Int32(n), off_t(truncatingIfNeeded: position))
             }
+            if moved < 0 { return Int32(moved) }
             if moved == 0 {
                 if write { return -EIO }
                 // Past the end of a sparse file: zeroes.

@@ -24,11 +24,23 @@ public struct SyscallError: Error, Equatable, CustomStringConvertible {
 public func sysCall<T: FixedWidthInteger & SignedInteger>(
     _ call: String, returnsNegatedErrno: Bool = false, _ body: () -> T
 ) throws(SyscallError) -> T {
+    let result = sysCallResult(returnsNegatedErrno: returnsNegatedErrno, body)
+    if result >= 0 { return result }
+    throw SyscallError(call: call, errno: Errno(rawValue: Int32(truncatingIfNeeded: -result)))
+}
+
+/// Like `sysCall`, for paths that must not throw (the data path, deinit,
+/// cleanup): the call's result, or the negated errno it failed with.
+/// Retries while it fails with `EINTR`.
+@inlinable
+public func sysCallResult<T: FixedWidthInteger & SignedInteger>(
+    returnsNegatedErrno: Bool = false, _ body: () -> T
+) -> T {
     while true {
         let result = body()
         if result >= 0 { return result }
         let code: Int32 = returnsNegatedErrno ? Int32(truncatingIfNeeded: -result) : Glibc.errno
         if code == EINTR { continue }
-        throw SyscallError(call: call, errno: Errno(rawValue: code))
+        return T(-Int64(code))
     }
 }
