@@ -22,6 +22,8 @@ public struct FileBackendFactory: BlockBackendFactory {
     /// The image is a block device (rather than a regular file).
     public let isBlockDevice: Bool
     private let image: FileImage
+    /// Holds the image's writer lock while the backend lives.
+    private let lock: ImageLock
 
     public var summary: String {
         var flags = [engine.rawValue]
@@ -41,13 +43,14 @@ public struct FileBackendFactory: BlockBackendFactory {
     ///   - engine: checked to be usable here (`.engineUnavailable` if not).
     public init(path: String, size: UInt64? = nil, readOnly: Bool = false, direct: Bool = false,
                 engine: FileEngine = .uring) throws(BackendError) {
-        let image = try FileImage.prepare(path: path, size: size, readOnly: readOnly, direct: direct)
+        let (image, lock) = try FileImage.prepare(path: path, size: size, readOnly: readOnly, direct: direct)
         try Self.probe(engine)
         if direct {
             // Fail now, not when the first queue starts, if O_DIRECT is refused (e.g. tmpfs).
             close(try image.openQueueFD())
         }
         self.image = image
+        self.lock = lock
         self.path = path
         self.engine = engine
         self.direct = direct

@@ -24,41 +24,66 @@ struct FileImage: Sendable, Equatable {
     var inode: UInt64
 
     /// Opens (creating or growing when asked) the image at `path`, validates
-    /// its size and returns what was learned. The setup fd is closed again.
+    /// its size, takes the image's writer lock and returns what was learned
+    /// with the lock (held until it is released).
     ///
     /// - `size == nil`: the image must exist; its current size is used.
     /// - `size` given: a missing regular file is created sparse at that size,
     ///   a smaller one is grown, a larger one is refused (`.wouldShrink`).
     ///   A block device exposes its first `size` bytes (which must fit).
+    /// - Anything but a regular file or a block device (a FIFO, a socket, a
+    ///   directory) is refused without blocking: the open is non-blocking.
+    /// - One writer per image: a writable image gets an exclusive OFD lock
+    ///   (a read-only one a shared lock), so two daemons, or a daemon and a
+    ///   cooperating tool such as qemu-storage-daemon, cannot both write; a
+    ///   writable block device is also opened O_EXCL, which the kernel refuses
+    ///   while it is mounted or held by another exclusive opener.
     static func prepare(path: String, size: UInt64?, readOnly: Bool, direct: Bool)
-        throws(BackendError) -> FileImage
+        throws(BackendError) -> (FileImage, ImageLock)
     {
         if path.isEmpty { throw .invalidSpec("empty image path") }
         if let size, size == 0 || size % 512 != 0 {
             throw .badSize("\(size) bytes is not a positive multiple of 512")
         }
-        // The setup fd never uses O_DIRECT: it only stats, truncates and probes.
-        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        // The setup fd never uses O_DIRECT: it only stats, truncates, probes and
+        // holds the lock. Non-blocking, so a FIFO cannot stall the open.
+        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | vb_io_o_nonblock()
         if size != nil && !readOnly { flags |= O_CREAT }
-        let fd: Int32
+        var fd: Int32
         do {
             fd = try sysCall("open") { open(path, flags, 0o644) }
         } catch {
-            if error.errno.rawValue == ENOENT {
-                if size == nil {
-                    throw .invalidSpec("image \(path) does not exist (give a size to create it)")
-                }
-                throw .invalidSpec("image \(path) does not exist and cannot be created read-only")
-            }
-            throw .cannotOpen(path: path, errno: error.errno.rawValue)
+            throw openFailure(path: path, errno: error.errno.rawValue, size: size, readOnly: readOnly)
         }
-        defer { close(fd) }
-
+        let lock = ImageLock(fd: fd)
         var st = stat()
         do { _ = try sysCall("fstat") { fstat(fd, &st) } } catch {
             throw .io(what: "fstat \(path)", errno: error.errno.rawValue)
         }
         let format = st.st_mode & S_IFMT
+        guard format == S_IFREG || format == S_IFBLK else {
+            throw .invalidSpec("\(path) is \(describe(format)), not a regular file or a block device")
+        }
+        if format == S_IFBLK && !readOnly {
+            // O_EXCL on a block device: refused while mounted or exclusively held.
+            do {
+                fd = try sysCall("open") { open(path, (flags & ~O_CREAT) | O_EXCL) }
+            } catch {
+                if error.errno.rawValue == EBUSY {
+                    throw BackendError(kind: .busy, context: "block device \(path) is in use (mounted, or held by another program)")
+                }
+                throw .cannotOpen(path: path, errno: error.errno.rawValue)
+            }
+            lock.replace(with: fd)
+        }
+        let locked = sysCallResult(returnsNegatedErrno: true) { vb_ofd_lock(fd, readOnly ? 0 : 1) }
+        if locked == -EAGAIN || locked == -EACCES {
+            throw BackendError(kind: .busy, context: readOnly
+                ? "image \(path) is being written by another process (it holds the image's write lock)"
+                : "image \(path) is in use by another process (it holds a lock on the image); one writer per image")
+        } else if locked < 0 {
+            throw .io(what: "locking \(path)", errno: -locked)
+        }
         var image = FileImage(path: path, kind: .regularFile, capacityBytes: 0, readOnly: readOnly,
                               direct: direct, alignment: 512, supportsDiscard: false,
                               device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
@@ -89,10 +114,29 @@ struct FileImage: Sendable, Equatable {
                     image.alignment = 4096
                 }
             }
-        } else {
-            throw .invalidSpec("\(path) is neither a regular file nor a block device")
         }
-        return image
+        return (image, lock)
+    }
+
+    /// What a failed open of the setup fd means, in the user's terms.
+    private static func openFailure(path: String, errno e: Int32, size: UInt64?, readOnly: Bool) -> BackendError {
+        guard e == ENOENT else { return .cannotOpen(path: path, errno: e) }
+        if size == nil { return .invalidSpec("image \(path) does not exist (give a size to create it)") }
+        if readOnly { return .invalidSpec("image \(path) does not exist and cannot be created read-only") }
+        let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        return .invalidSpec("cannot create image \(path): directory \(dir.isEmpty ? "/" : dir) does not exist")
+    }
+
+    /// A file type in words.
+    private static func describe(_ format: mode_t) -> String {
+        switch format {
+        case S_IFIFO: return "a FIFO"
+        case S_IFSOCK: return "a socket"
+        case S_IFCHR: return "a character device"
+        case S_IFDIR: return "a directory"
+        case S_IFLNK: return "a symbolic link"
+        default: return "of an unknown file type"
+        }
     }
 
     /// Opens a new fd on the image for one queue, checking it is still the same inode.
@@ -179,4 +223,20 @@ extension FileImage {
         let type = vb_io_fs_type(fd)
         return type == 0x0102_1994 /* TMPFS_MAGIC */ || type == 0x8584_58f6 /* RAMFS_MAGIC */
     }
+}
+
+/// The descriptor that holds an image's lock (an OFD lock, and O_EXCL on a
+/// writable block device) for as long as the backend lives. Owns the fd.
+final class ImageLock: @unchecked Sendable {
+    private(set) var fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// Swaps in `other` (closing the old descriptor) while still setting up.
+    func replace(with other: Int32) {
+        close(fd)
+        fd = other
+    }
+
+    deinit { close(fd) }
 }

@@ -94,6 +94,20 @@ int vb_io_blk_logical_block_size(int fd, uint32_t *bytes) {
     return 0;
 }
 
+int vb_ofd_lock(int fd, int exclusive) {
+    struct flock l;
+    memset(&l, 0, sizeof(l));
+    l.l_type = exclusive ? F_WRLCK : F_RDLCK;
+    l.l_whence = SEEK_SET;
+    l.l_start = 0;
+    l.l_len = 0;
+    int r;
+    do { r = fcntl(fd, F_OFD_SETLK, &l); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+int vb_io_o_nonblock(void) { return O_NONBLOCK; }
+
 void vb_set_thread_name(const char *name) {
     char cut[16];
     strncpy(cut, name, sizeof(cut) - 1);

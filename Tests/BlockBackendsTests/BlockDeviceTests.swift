@@ -47,10 +47,16 @@ final class BlockDeviceTests: XCTestCase {
 
     func testGeometryAndSizes() throws {
         let path = try XCTUnwrap(device)
-        let f = try FileBackendFactory(path: path, engine: .sync)
-        XCTAssertTrue(f.isBlockDevice)
-        XCTAssertEqual(f.geometry.capacityBytes, 8 << 20)
-        XCTAssertEqual(f.geometry.requiredAlignment, 512)
+        do {
+            let f = try FileBackendFactory(path: path, engine: .sync)
+            XCTAssertTrue(f.isBlockDevice)
+            XCTAssertEqual(f.geometry.capacityBytes, 8 << 20)
+            XCTAssertEqual(f.geometry.requiredAlignment, 512)
+            // One writer: the device is held O_EXCL (and locked) while f lives.
+            XCTAssertThrowsError(try FileBackendFactory(path: path, engine: .sync)) {
+                XCTAssertEqual(($0 as? BackendError)?.kind, .busy, "\($0)")
+            }
+        }
         XCTAssertEqual(try FileBackendFactory(path: path, size: 4 << 20, engine: .sync).geometry.capacityBytes,
                        4 << 20, "a smaller size exposes a prefix")
         XCTAssertThrowsError(try FileBackendFactory(path: path, size: 16 << 20, engine: .sync)) {

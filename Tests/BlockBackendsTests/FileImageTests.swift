@@ -24,8 +24,7 @@ final class FileImageTests: XCTestCase {
         let dir = try TempDir()
         let path = dir.file("old.img")
         writeFile(path, pattern(3 * 512, seed: 1))
-        let f = try FileBackendFactory(path: path, engine: .sync)
-        XCTAssertEqual(f.geometry.capacityBytes, 1536)
+        XCTAssertEqual(try FileBackendFactory(path: path, engine: .sync).geometry.capacityBytes, 1536)
         // Same size given explicitly: fine, untouched.
         XCTAssertEqual(try FileBackendFactory(path: path, size: 1536, engine: .sync).geometry.capacityBytes, 1536)
         XCTAssertEqual(fileBytes(path, offset: 0, count: 1536), pattern(1536, seed: 1))

@@ -52,6 +52,13 @@ int vb_io_blk_logical_block_size(int fd, uint32_t *bytes);
  * report them), or -errno. */
 int vb_io_statx_dio_align(int fd, uint32_t *mem_align, uint32_t *offset_align);
 
+/* An open-file-description lock on the whole file (F_OFD_SETLK, never
+ * waits): exclusive (write) or shared (read). Held until the description's
+ * last fd closes. 0, or -errno (-EAGAIN/-EACCES: another holder conflicts). */
+int vb_ofd_lock(int fd, int exclusive);
+/* O_NONBLOCK and O_EXCL, for open(2). */
+int vb_io_o_nonblock(void);
+
 /* ---- threads ------------------------------------------------------------- */
 /* pthread_setname_np on the calling thread (the name is cut to 15 bytes). */
 void vb_set_thread_name(const char *name);
