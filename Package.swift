@@ -80,11 +80,17 @@ let package = Package(
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "CMallocCounter", "CSys", "SystemSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // One copy of what the backend tests share: temp directories, aligned buffers, byte
+        // patterns and a seeded RNG, file helpers, a QueueBackend driver, and the backend
+        // conformance suite every backend's test case runs.
+        .target(name: "TestSupport", dependencies: ["BlockBackends", "SystemSupport"], path: "Tests/TestSupport"),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim", "BlockBackends", "SystemSupport"]),
-        .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends", "SystemSupport", "CSys"]),
-        .testTarget(name: "ZstdImageTests", dependencies: ["ZstdImage", "ImageOverlay", "BlockBackends", "SystemSupport"]),
+        .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends", "SystemSupport", "CSys", "TestSupport"]),
+        .testTarget(name: "ZstdImageTests", dependencies: [
+            "ZstdImage", "ImageOverlay", "BlockBackends", "SystemSupport", "TestSupport",
+        ]),
         .testTarget(name: "RemoteImageTests", dependencies: [
-            "RemoteImage", "BlockBackends", "ImageOverlay", "ZstdImage", "CRemote", "SystemSupport",
+            "RemoteImage", "BlockBackends", "ImageOverlay", "ZstdImage", "CRemote", "SystemSupport", "TestSupport",
         ]),
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "ZstdImage",

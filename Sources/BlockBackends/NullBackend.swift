@@ -3,9 +3,9 @@ import Glibc
 
 /// A backend that stores nothing: every op completes at once with success
 /// (reads and writes report their byte count and leave the buffers
-/// untouched; flush, discard and write-zeroes report 0). Writes to a
-/// read-only null device complete with -EBADF. For benchmarking everything
-/// but the storage.
+/// untouched; flush, discard and write-zeroes report 0). Out-of-range ops
+/// complete with -EIO, as on the memory backend; writes to a read-only null
+/// device with -EBADF. For benchmarking everything but the storage.
 public struct NullBackendFactory: BlockBackendFactory {
     public let geometry: BackendGeometry
 
@@ -24,7 +24,7 @@ public struct NullBackendFactory: BlockBackendFactory {
 
     public func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend {
         guard depth > 0 else { throw .invalidSpec("queue depth \(depth) must be positive") }
-        return NullQueueBackend(readOnly: geometry.readOnly, depth: depth)
+        return NullQueueBackend(capacityBytes: geometry.capacityBytes, readOnly: geometry.readOnly, depth: depth)
     }
 }
 
@@ -33,23 +33,25 @@ public struct NullBackendFactory: BlockBackendFactory {
 final class NullQueueBackend: QueueBackend {
     let completionFD: Int32 = -1
     let capacity: Int
+    private let capacityBytes: UInt64
     private let readOnly: Bool
     private let completions: CompletionRing
 
     var inFlight: Int { completions.count }
 
-    init(readOnly: Bool, depth: Int) {
+    init(capacityBytes: UInt64, readOnly: Bool, depth: Int) {
+        self.capacityBytes = capacityBytes
         self.readOnly = readOnly
         capacity = depth
         completions = CompletionRing(capacity: depth)
     }
 
     func prepareRead(offset: UInt64, iovecs: UnsafePointer<iovec>, count: Int, tag: UInt32) {
-        completions.push(tag: tag, result: Int32(truncatingIfNeeded: OpRecord.totalBytes(iovecs, count)))
+        completions.push(tag: tag, result: transfer(offset: offset, length: OpRecord.totalBytes(iovecs, count)))
     }
 
     func prepareWrite(offset: UInt64, iovecs: UnsafePointer<iovec>, count: Int, tag: UInt32) {
-        let result = readOnly ? -EBADF : Int32(truncatingIfNeeded: OpRecord.totalBytes(iovecs, count))
+        let result = readOnly ? -EBADF : transfer(offset: offset, length: OpRecord.totalBytes(iovecs, count))
         completions.push(tag: tag, result: result)
     }
 
@@ -58,11 +60,11 @@ final class NullQueueBackend: QueueBackend {
     }
 
     func prepareDiscard(offset: UInt64, length: UInt64, tag: UInt32) {
-        completions.push(tag: tag, result: readOnly ? -EBADF : 0)
+        completions.push(tag: tag, result: readOnly ? -EBADF : inRange(offset, length) ? 0 : -EIO)
     }
 
     func prepareWriteZeroes(offset: UInt64, length: UInt64, unmap: Bool, tag: UInt32) {
-        completions.push(tag: tag, result: readOnly ? -EBADF : 0)
+        completions.push(tag: tag, result: readOnly ? -EBADF : inRange(offset, length) ? 0 : -EIO)
     }
 
     func submit() {
@@ -71,5 +73,16 @@ final class NullQueueBackend: QueueBackend {
 
     func reap(into buffer: UnsafeMutableBufferPointer<IOCompletion>) -> Int {
         completions.pop(into: buffer)
+    }
+
+    @inline(__always)
+    private func inRange(_ offset: UInt64, _ length: UInt64) -> Bool {
+        offset <= capacityBytes && length <= capacityBytes - offset
+    }
+
+    /// The byte count of an in-range transfer, or -EIO.
+    @inline(__always)
+    private func transfer(offset: UInt64, length: UInt64) -> Int32 {
+        length <= UInt64(Int32.max) && inRange(offset, length) ? Int32(length) : -EIO
     }
 }

@@ -1,4 +1,5 @@
 import BlockBackends
+import TestSupport
 import XCTest
 
 /// Size strings and backend specs from the command line are hostile input.

@@ -2,6 +2,7 @@ import CSys
 import CAsyncIO
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 @testable import BlockBackends
 
@@ -14,7 +15,7 @@ final class BlockDeviceTests: XCTestCase {
     override func setUpWithError() throws {
         dir = try TempDir()
         let backing = dir.file("backing.img")
-        writeFile(backing, [])
+        try writeFile(backing, [])
         XCTAssertEqual(truncate(backing, 8 << 20), 0)
         guard let name = Self.losetup(["--find", "--show", backing]), name.hasPrefix("/dev/loop") else {
             throw XCTSkip("cannot attach a loop device here")

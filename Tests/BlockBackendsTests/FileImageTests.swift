@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 @testable import BlockBackends
 
@@ -23,7 +24,7 @@ final class FileImageTests: XCTestCase {
     func testUsesExistingSizeWhenNoneGiven() throws {
         let dir = try TempDir()
         let path = dir.file("old.img")
-        writeFile(path, pattern(3 * 512, seed: 1))
+        try writeFile(path, pattern(3 * 512, seed: 1))
         XCTAssertEqual(try FileBackendFactory(path: path, engine: .sync).geometry.capacityBytes, 1536)
         // Same size given explicitly: fine, untouched.
         XCTAssertEqual(try FileBackendFactory(path: path, size: 1536, engine: .sync).geometry.capacityBytes, 1536)
@@ -33,7 +34,7 @@ final class FileImageTests: XCTestCase {
     func testGrowsSmallerFileKeepingData() throws {
         let dir = try TempDir()
         let path = dir.file("grow.img")
-        writeFile(path, pattern(4096, seed: 2))
+        try writeFile(path, pattern(4096, seed: 2))
         let f = try FileBackendFactory(path: path, size: 1 << 20, engine: .sync)
         XCTAssertEqual(f.geometry.capacityBytes, 1 << 20)
         XCTAssertEqual(statFile(path).size, 1 << 20)
@@ -44,7 +45,7 @@ final class FileImageTests: XCTestCase {
     func testRefusesToShrink() throws {
         let dir = try TempDir()
         let path = dir.file("big.img")
-        writeFile(path, pattern(8192, seed: 3))
+        try writeFile(path, pattern(8192, seed: 3))
         XCTAssertThrowsError(try FileBackendFactory(path: path, size: 4096, engine: .sync)) { error in
             XCTAssertEqual(error as? BackendError, .wouldShrink(path: path, current: 8192, requested: 4096))
         }
@@ -61,12 +62,12 @@ final class FileImageTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.file("x.img")), "nothing created")
         // Existing file whose size is not a multiple of 512, or empty.
         let odd = dir.file("odd.img")
-        writeFile(odd, [UInt8](repeating: 1, count: 1000))
+        try writeFile(odd, [UInt8](repeating: 1, count: 1000))
         XCTAssertThrowsError(try FileBackendFactory(path: odd, engine: .sync)) {
             XCTAssertEqual(($0 as? BackendError)?.kind, .badSize, "\($0)")
         }
         let empty = dir.file("empty.img")
-        writeFile(empty, [])
+        try writeFile(empty, [])
         XCTAssertThrowsError(try FileBackendFactory(path: empty, engine: .sync)) {
             XCTAssertEqual(($0 as? BackendError)?.kind, .badSize, "\($0)")
         }
@@ -89,7 +90,7 @@ final class FileImageTests: XCTestCase {
         XCTAssertThrowsError(try FileBackendFactory(path: path, size: 4096, readOnly: true, engine: .sync)) {
             XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
         }
-        writeFile(path, pattern(4096, seed: 5))
+        try writeFile(path, pattern(4096, seed: 5))
         XCTAssertThrowsError(try FileBackendFactory(path: path, size: 8192, readOnly: true, engine: .sync)) {
             XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
         }
@@ -113,7 +114,7 @@ final class FileImageTests: XCTestCase {
         // The running queue keeps the old inode alive, so the new file cannot reuse its number.
         let running = try f.makeQueueBackend(queueIndex: 0, depth: 1)
         unlink(path)
-        writeFile(path, [UInt8](repeating: 0, count: 4096))
+        try writeFile(path, [UInt8](repeating: 0, count: 4096))
         XCTAssertThrowsError(try f.makeQueueBackend(queueIndex: 1, depth: 1)) {
             XCTAssertEqual(($0 as? BackendError)?.kind, .invalidSpec, "\($0)")
         }
@@ -148,7 +149,7 @@ final class FileImageTests: XCTestCase {
         let dir = try TempDir()
         let path = dir.file("p.img")
         let data = pattern(10000, seed: 8)
-        writeFile(path, data + [UInt8](repeating: 0, count: 240))
+        try writeFile(path, data + [UInt8](repeating: 0, count: 240))
         let fd = open(path, O_RDONLY)
         XCTAssertGreaterThanOrEqual(fd, 0)
         defer { close(fd) }
@@ -167,7 +168,7 @@ final class FileImageTests: XCTestCase {
     func testWriteZeroesByWritingWhenNoFallocateModeWorks() throws {
         let dir = try TempDir()
         let path = dir.file("z.img")
-        writeFile(path, pattern(3 << 20, seed: 6))
+        try writeFile(path, pattern(3 << 20, seed: 6))
         let fd = open(path, O_RDWR)
         XCTAssertGreaterThanOrEqual(fd, 0)
         defer { close(fd) }

@@ -1,5 +1,6 @@
 @testable import BlockBackends
 import Glibc
+import TestSupport
 import XCTest
 
 /// One writer per image: the file backend's lock, O_EXCL on block devices is
@@ -26,7 +27,7 @@ final class ImageLockTests: XCTestCase {
     func testReadersShareButKeepWritersOut() throws {
         let dir = try TempDir()
         let path = dir.file("disk.img")
-        writeFile(path, [UInt8](repeating: 1, count: 4096))
+        try writeFile(path, [UInt8](repeating: 1, count: 4096))
         let a = try FileBackendFactory(path: path, readOnly: true, engine: .sync)
         let b = try FileBackendFactory(path: path, readOnly: true, engine: .sync)
         XCTAssertThrowsError(try FileBackendFactory(path: path, engine: .sync)) { e in
@@ -42,7 +43,7 @@ final class ImageLockTests: XCTestCase {
     func testForeignLockIsHonoured() throws {
         let dir = try TempDir()
         let path = dir.file("disk.img")
-        writeFile(path, [UInt8](repeating: 0, count: 4096))
+        try writeFile(path, [UInt8](repeating: 0, count: 4096))
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         XCTAssertGreaterThanOrEqual(fd, 0)
         defer { close(fd) }

@@ -2,6 +2,7 @@ import ImageOverlay
 import SystemSupport
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 
 /// Proves the HTTP fixtures themselves: `NginxFixture` serves byte-exact ranges, and
@@ -11,13 +12,14 @@ final class FaultProxyTests: XCTestCase {
     private static let imageSize = 3 * 1024 * 1024
 
     private var dir = ""
+    private var tempDir: TempDir?
     private var image = Data()
     private var nginx: NginxFixture!
     private var proxy: FaultProxy!
 
     override func setUpWithError() throws {
-        var template = Array((NSTemporaryDirectory() + "/vb-fault-XXXXXX").utf8CString)
-        dir = String(cString: try XCTUnwrap(mkdtemp(&template)))
+        tempDir = try TempDir(label: "fault")
+        dir = tempDir!.path
         var generator = SystemRandomNumberGenerator()
         var words = [UInt64](repeating: 0, count: Self.imageSize / 8)
         for i in words.indices { words[i] = generator.next() }
@@ -32,7 +34,7 @@ final class FaultProxyTests: XCTestCase {
         nginx?.stop()
         proxy = nil
         nginx = nil
-        try? FileManager.default.removeItem(atPath: dir)
+        tempDir = nil
     }
 
     private var expectedRange: Data { image.subdata(in: 1000..<2000) }

@@ -5,6 +5,7 @@ import Foundation
 import Glibc
 import Logging
 @_spi(Fuzzing) @testable import RemoteImage
+import TestSupport
 import XCTest
 import ZstdImage
 
@@ -15,21 +16,23 @@ import ZstdImage
 final class RemoteBackendTests: XCTestCase {
     var root = ""
     var cacheDir = ""
+    var dirs: [TempDir] = []
     var nginx: NginxFixture!
     static let imageSize = 6 << 20 + 64 << 10  // 6 MiB + 64 KiB: a short last chunk
     var image: [UInt8] = []
 
     override func setUpWithError() throws {
-        root = makeTempDirectory("www")
-        cacheDir = makeTempDirectory("cache")
-        image = patternBytes(Self.imageSize, seed: 7)
-        writeFile("\(root)/disk.img", image)
+        dirs = [try TempDir(label: "www"), try TempDir(label: "cache")]
+        root = dirs[0].path
+        cacheDir = dirs[1].path
+        image = randomBytes(Self.imageSize, seed: 7)
+        try writeFile("\(root)/disk.img", image)
         nginx = try NginxFixture(root: root)
     }
 
     override func tearDown() {
         nginx?.stop()
-        _ = system("rm -rf '\(root)' '\(cacheDir)'")
+        dirs = []
     }
 
     func options(_ url: String, _ extra: [String] = []) throws -> RemoteOptions {
@@ -50,8 +53,8 @@ final class RemoteBackendTests: XCTestCase {
         XCTAssertEqual(f.geometry.capacityBytes, UInt64(Self.imageSize))
         XCTAssertTrue(f.geometry.readOnly)
         XCTAssertFalse(f.isCompressed)
-        let q0 = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 64))
-        let q1 = BackendDriver(try f.makeQueueBackend(queueIndex: 1, depth: 64))
+        let q0 = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 64))
+        let q1 = QueueDriver(try f.makeQueueBackend(queueIndex: 1, depth: 64))
         // Spans a chunk edge, the start, the short last chunk, and one 3-chunk read.
         let extents: [(UInt64, Int)] = [(256 << 10 - 512, 1024), (0, 4096), (UInt64(Self.imageSize) - 8192, 8192),
                                         (300 << 10, 700 << 10)]
@@ -71,7 +74,7 @@ final class RemoteBackendTests: XCTestCase {
     func testConcurrentMissesOnOneChunkShareOneFetch() throws {
         let f = try open(nginx.url("disk.img"), ["readahead=0", "format=raw"])
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 64))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 64))
         // 32 reads inside chunk 5, issued in one batch before any fetch lands.
         let base: UInt64 = 5 * (256 << 10)
         let extents = (0..<32).map { (base + UInt64($0) * 8192, 4096) }
@@ -86,7 +89,7 @@ final class RemoteBackendTests: XCTestCase {
         let url = nginx.url("disk.img")
         do {
             let f = try open(url)
-            let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+            let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
             for offset in stride(from: 0, to: Self.imageSize, by: 1 << 20) {
                 XCTAssertEqual(q.read(UInt64(offset), 65536).0, 65536)
             }
@@ -96,7 +99,7 @@ final class RemoteBackendTests: XCTestCase {
         do {
             let f = try open(url)
             XCTAssertTrue(f.notes.contains { $0.text.contains("reusing disk cache") }, "\(f.notes)")
-            let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+            let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
             for offset in stride(from: 0, to: Self.imageSize, by: 1 << 20) {
                 let (rc, bytes) = q.read(UInt64(offset), 65536)
                 XCTAssertEqual(rc, 65536)
@@ -107,13 +110,13 @@ final class RemoteBackendTests: XCTestCase {
             f.shutdown()
         }
         // The object changes (new content, new ETag): the cache must not serve old bytes.
-        let changed = patternBytes(Self.imageSize, seed: 99)
+        let changed = randomBytes(Self.imageSize, seed: 99)
         usleep(1_100_000)  // a different Last-Modified second too
-        writeFile("\(root)/disk.img", changed)
+        try writeFile("\(root)/disk.img", changed)
         let f = try open(url)
         defer { f.shutdown() }
         XCTAssertTrue(f.notes.contains { $0.text.contains("reset") }, "\(f.notes)")
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         let (rc, bytes) = q.read(0, 65536)
         XCTAssertEqual(rc, 65536)
         XCTAssertEqual(bytes, Array(changed[0..<65536]))
@@ -121,11 +124,11 @@ final class RemoteBackendTests: XCTestCase {
 
     func testOverlayTakesWritesAndTheRemoteObjectIsNeverModified() throws {
         let overlay = "\(cacheDir)/disk.overlay"
-        let data = patternBytes(8192, seed: 3)
+        let data = randomBytes(8192, seed: 3)
         do {
             let f = try open(nginx.url("disk.img"), ["overlay=\(overlay)"])
             XCTAssertFalse(f.geometry.readOnly)
-            let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+            let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
             XCTAssertEqual(q.write(4096, data), 8192)
             XCTAssertEqual(q.flush(), 0)
             let (rc, bytes) = q.read(0, 16384)
@@ -135,7 +138,7 @@ final class RemoteBackendTests: XCTestCase {
         }
         let f = try open(nginx.url("disk.img"), ["overlay=\(overlay)"])
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         XCTAssertEqual(q.read(4096, 8192).1, data, "flushed overlay data survives a restart")
         let served = try Data(contentsOf: URL(fileURLWithPath: "\(root)/disk.img"))
         XCTAssertEqual(Array(served), image, "the served object is untouched")
@@ -145,16 +148,16 @@ final class RemoteBackendTests: XCTestCase {
         let raw = "\(root)/raw.img"
         var content = [UInt8](repeating: 0, count: 4 << 20)
         for i in stride(from: 0, to: content.count, by: 4096) where (i / 4096) % 3 != 0 {
-            let p = patternBytes(512, seed: UInt64(i + 1))
+            let p = randomBytes(512, seed: UInt64(i + 1))
             content.replaceSubrange(i..<i + 512, with: p)
         }
-        writeFile(raw, content)
+        try writeFile(raw, content)
         _ = try ImagePacker.pack(raw: raw, output: "\(root)/disk.zst")
         let f = try open(nginx.url("disk.zst"))
         defer { f.shutdown() }
         XCTAssertTrue(f.isCompressed)
         XCTAssertEqual(f.geometry.capacityBytes, UInt64(content.count))
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         for (offset, length) in [(0, 4096), (65536 - 512, 4096), (1 << 20, 256 << 10), (content.count - 4096, 4096)] {
             let (rc, bytes) = q.read(UInt64(offset), length)
             XCTAssertEqual(rc, Int32(length))
@@ -179,8 +182,8 @@ final class RemoteBackendTests: XCTestCase {
         let f = try open(nginx.url("disk.img"), ["prefetch=64M"])
         defer { f.shutdown() }
         let total = stat(f, "chunks_total")
-        let deadline = monotonic() + 30
-        while stat(f, "chunks_on_disk") < total, monotonic() < deadline { usleep(50_000) }
+        let deadline = monotonicSeconds() + 30
+        while stat(f, "chunks_on_disk") < total, monotonicSeconds() < deadline { usleep(50_000) }
         XCTAssertEqual(stat(f, "chunks_on_disk"), total)
         XCTAssertEqual(stat(f, "bytes_fetched"), UInt64(Self.imageSize))
     }
@@ -188,7 +191,7 @@ final class RemoteBackendTests: XCTestCase {
     func testSequentialReadsTriggerReadahead() throws {
         let f = try open(nginx.url("disk.img"), ["readahead=4"])
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         var offset = 0
         while offset < 2 << 20 {
             let (rc, bytes) = q.read(UInt64(offset), 128 << 10)
@@ -203,7 +206,7 @@ final class RemoteBackendTests: XCTestCase {
     func testS3PathStyleObjectIsFetchedWithSignedRequests() throws {
         mkdir("\(root)/my-bucket", 0o755)
         mkdir("\(root)/my-bucket/images", 0o755)
-        writeFile("\(root)/my-bucket/images/disk.img", image)
+        try writeFile("\(root)/my-bucket/images/disk.img", image)
         setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1)
         setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", 1)
         defer {
@@ -215,7 +218,7 @@ final class RemoteBackendTests: XCTestCase {
         defer { f.shutdown() }
         XCTAssertNotNil(f.endpoint.signer)
         XCTAssertEqual(f.endpoint.url, "http://127.0.0.1:\(nginx.port)/my-bucket/images/disk.img")
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         let (rc, bytes) = q.read(1 << 20, 65536)
         XCTAssertEqual(rc, 65536)
         XCTAssertEqual(bytes, Array(image[(1 << 20)..<(1 << 20) + 65536]))

@@ -4,6 +4,7 @@ import BlockBackends
 import Glibc
 import Logging
 @_spi(Fuzzing) @testable import RemoteImage
+import TestSupport
 import XCTest
 
 /// The remote backend behind a fault-injecting proxy in front of a real
@@ -14,16 +15,18 @@ import XCTest
 final class RemoteFaultTests: XCTestCase {
     var root = ""
     var cacheDir = ""
+    var dirs: [TempDir] = []
     var nginx: NginxFixture!
     var proxy: FaultProxy!
     static let imageSize = 4 << 20
     var image: [UInt8] = []
 
     override func setUpWithError() throws {
-        root = makeTempDirectory("www")
-        cacheDir = makeTempDirectory("cache")
-        image = patternBytes(Self.imageSize, seed: 11)
-        writeFile("\(root)/disk.img", image)
+        dirs = [try TempDir(label: "www"), try TempDir(label: "cache")]
+        root = dirs[0].path
+        cacheDir = dirs[1].path
+        image = randomBytes(Self.imageSize, seed: 11)
+        try writeFile("\(root)/disk.img", image)
         nginx = try NginxFixture(root: root)
         proxy = try FaultProxy(upstream: nginx)
     }
@@ -31,7 +34,7 @@ final class RemoteFaultTests: XCTestCase {
     override func tearDown() {
         proxy?.stop()
         nginx?.stop()
-        _ = system("rm -rf '\(root)' '\(cacheDir)'")
+        dirs = []
     }
 
     func open(_ extra: [String] = []) throws -> RemoteBackendFactory {
@@ -45,7 +48,7 @@ final class RemoteFaultTests: XCTestCase {
     }
 
     /// Reads chunk `chunk` whole through a fresh queue and checks the bytes.
-    func assertChunkReads(_ f: RemoteBackendFactory, _ q: BackendDriver, chunk: Int, line: UInt = #line) {
+    func assertChunkReads(_ f: RemoteBackendFactory, _ q: QueueDriver, chunk: Int, line: UInt = #line) {
         let offset = chunk * (256 << 10)
         let (rc, bytes) = q.read(UInt64(offset), 256 << 10)
         XCTAssertEqual(rc, 256 << 10, line: line)
@@ -55,7 +58,7 @@ final class RemoteFaultTests: XCTestCase {
     func testTransientFaultsAreRetriedAndNeverCached() throws {
         let f = try open()
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         let faults: [FaultProxy.Fault] = [.status(503), .status(500), .dropConnection, .truncate, .wrongRange, .status(429)]
         for (i, fault) in faults.enumerated() {
             proxy.inject(fault, count: 2)
@@ -70,22 +73,22 @@ final class RemoteFaultTests: XCTestCase {
     func testStalledResponseIsAbandonedAndRetried() throws {
         let f = try open(["stall=1", "timeout=20"])
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         proxy.inject(.stall(seconds: 8), count: 1)
-        let started = monotonic()
+        let started = monotonicSeconds()
         assertChunkReads(f, q, chunk: 3)
-        XCTAssertLessThan(monotonic() - started, 7, "the stalled attempt was not abandoned")
+        XCTAssertLessThan(monotonicSeconds() - started, 7, "the stalled attempt was not abandoned")
         XCTAssertGreaterThanOrEqual(stat(f, "fetch_retries"), 1)
     }
 
     func testFaultOutlastingTheDeadlineIsIOErrorAndNotSticky() throws {
         let f = try open(["timeout=2", "attempts=50"])
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         proxy.inject(.status(503), count: Int.max)
-        let started = monotonic()
+        let started = monotonicSeconds()
         XCTAssertEqual(q.read(0, 4096).0, -EIO)
-        XCTAssertLessThan(monotonic() - started, 10)
+        XCTAssertLessThan(monotonicSeconds() - started, 10)
         XCTAssertGreaterThanOrEqual(stat(f, "fetch_failures"), 1)
         proxy.clearFaults()
         assertChunkReads(f, q, chunk: 0)
@@ -94,11 +97,11 @@ final class RemoteFaultTests: XCTestCase {
     func testPermanentErrorsFailWithoutRetrying() throws {
         let f = try open(["timeout=20"])
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         proxy.inject(.status(403), count: 1)
-        let started = monotonic()
+        let started = monotonicSeconds()
         XCTAssertEqual(q.read(0, 4096).0, -EIO)
-        XCTAssertLessThan(monotonic() - started, 2, "a 403 must not be retried for the whole deadline")
+        XCTAssertLessThan(monotonicSeconds() - started, 2, "a 403 must not be retried for the whole deadline")
         XCTAssertEqual(stat(f, "fetch_retries"), 0)
         assertChunkReads(f, q, chunk: 0)
     }
@@ -119,21 +122,21 @@ final class RemoteFaultTests: XCTestCase {
         // The honest object behind the same proxy still opens and reads.
         let f = try open()
         defer { f.shutdown() }
-        assertChunkReads(f, BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16)), chunk: 3)
+        assertChunkReads(f, QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16)), chunk: 3)
     }
 
     func testObjectReplacedUnderARunningDeviceFailsMissesInsteadOfMixingVersions() throws {
         let f = try open()
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         assertChunkReads(f, q, chunk: 0)
         usleep(1_100_000)
-        writeFile("\(root)/disk.img", patternBytes(Self.imageSize, seed: 12))
+        try writeFile("\(root)/disk.img", randomBytes(Self.imageSize, seed: 12))
         XCTAssertEqual(q.read(UInt64(5 * (256 << 10)), 4096).0, -EIO)
         // Later misses fail at once too (nothing is fetched any more), never hang.
-        let started = monotonic()
+        let started = monotonicSeconds()
         XCTAssertEqual(q.read(UInt64(9 * (256 << 10)), 4096, timeout: 5).0, -EIO)
-        XCTAssertLessThan(monotonic() - started, 1)
+        XCTAssertLessThan(monotonicSeconds() - started, 1)
         // What was cached before the change is still the old object's, consistently.
         assertChunkReads(f, q, chunk: 0)
     }

@@ -2,6 +2,7 @@ import SystemSupport
 import BlockBackends
 import CZstd
 import Glibc
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage
@@ -10,14 +11,14 @@ import XCTest
 /// at open time when the header and seek table show it, or when the chunk
 /// is read (verify, unpack, or the backend, which fails the read with EIO).
 final class CorruptionTests: XCTestCase {
-    private var dir: ScratchDir!
+    private var dir: TempDir!
     private var good: [UInt8] = []
     private var raw: [UInt8] = []
     private let chunk = 4096
     private let chunks = 16
 
     override func setUpWithError() throws {
-        dir = try ScratchDir()
+        dir = try TempDir(label: "zstd")
         raw = makeRawImage(size: chunk * chunks, seed: 31)
         raw.replaceSubrange(0..<chunk, with: [UInt8](repeating: 0x41, count: chunk))  // chunk 0 compressible
         good = try readFile(try packImage(raw, in: dir, name: "good"))
@@ -72,10 +73,10 @@ final class CorruptionTests: XCTestCase {
                          file: file, line: line)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.file("out.raw")), file: file, line: line)
         let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: path, cacheBytes: 0))
-        let queue = try BackendHarness(factory)
+        let queue = try QueueDriver(factory, depth: 4)
         XCTAssertEqual(queue.read(UInt64(k * chunk + 512), 512).result, -EIO, file: file, line: line)
         let other = k == 0 ? 1 : 0
-        let (bytes, result) = queue.read(UInt64(other * chunk), chunk)
+        let (result, bytes) = queue.read(UInt64(other * chunk), chunk)
         XCTAssertEqual(result, Int32(chunk), file: file, line: line)
         XCTAssertTrue(sameBytes(bytes, 0, raw, other * chunk, chunk), file: file, line: line)
     }

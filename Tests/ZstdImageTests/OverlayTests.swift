@@ -1,6 +1,7 @@
 import SystemSupport
 import BlockBackends
 import Glibc
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage
@@ -47,14 +48,14 @@ struct DiskModel {
 }
 
 final class OverlayTests: XCTestCase {
-    private func readAll(_ queue: BackendHarness, _ size: Int) -> [UInt8] {
-        let (bytes, result) = queue.read(0, size)
+    private func readAll(_ queue: QueueDriver, _ size: Int) -> [UInt8] {
+        let (result, bytes) = queue.read(0, size)
         XCTAssertEqual(result, Int32(size))
         return bytes
     }
 
     func testRandomOpsMatchTheModelAcrossRestartsAndCrashes() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let size = 1 << 20
         let base = makeRawImage(size: size, seed: 21)
         let image = try packImage(base, in: dir)
@@ -70,7 +71,7 @@ final class OverlayTests: XCTestCase {
                 XCTAssertTrue(factory.geometry.supportsDiscard)
                 XCTAssertNil(factory.recoveryNote)
                 // Two queues, as a multi-queue device would use.
-                let queues = [try BackendHarness(factory, queueIndex: 0), try BackendHarness(factory, queueIndex: 1)]
+                let queues = [try QueueDriver(factory, queueIndex: 0, depth: 4), try QueueDriver(factory, queueIndex: 1, depth: 4)]
                 if round > 0 { model.checkAfterCrash(readAll(queues[0], size)) }
                 for _ in 0..<400 {
                     let q = queues[rng.below(2)]
@@ -79,7 +80,7 @@ final class OverlayTests: XCTestCase {
                     let offset = sector * 512, length = sectors * 512
                     switch rng.below(10) {
                     case 0...3:
-                        let (bytes, result) = q.read(UInt64(offset), length)
+                        let (result, bytes) = q.read(UInt64(offset), length)
                         XCTAssertEqual(result, Int32(length))
                         XCTAssertTrue(sameBytes(bytes, 0, model.current, offset, length),
                                       "round \(round): read at \(offset)+\(length) differs")
@@ -112,21 +113,21 @@ final class OverlayTests: XCTestCase {
     }
 
     func testAcknowledgedFlushSurvivesACrash() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let base = makeRawImage(size: 256 << 10, seed: 23)
         let image = try packImage(base, in: dir)
         let overlayPath = dir.file("o")
         let flushed = [UInt8](repeating: 0x5A, count: 8192)
         do {
             let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
-            let q = try BackendHarness(factory)
+            let q = try QueueDriver(factory, depth: 4)
             XCTAssertEqual(q.write(4096, flushed), 8192)
             XCTAssertEqual(q.flush(), 0)
             XCTAssertEqual(q.write(65536, [UInt8](repeating: 0x77, count: 512)), 512)  // never flushed
             factory.simulateCrashOnClose()
         }
         let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
-        let q = try BackendHarness(factory)
+        let q = try QueueDriver(factory, depth: 4)
         XCTAssertTrue(q.read(4096, 8192).bytes == flushed)
         // Not covered by a flush: the map never recorded it, so the base shows.
         XCTAssertTrue(q.read(65536, 512).bytes == Array(base[65536..<66048]))
@@ -134,7 +135,7 @@ final class OverlayTests: XCTestCase {
     }
 
     func testOverlayRefusesAnotherBase() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let a = try packImage(makeRawImage(size: 64 << 10, seed: 24), in: dir, name: "a")
         let b = try packImage(makeRawImage(size: 64 << 10, seed: 25), in: dir, name: "b")
         let overlayPath = dir.file("o")
@@ -147,7 +148,7 @@ final class OverlayTests: XCTestCase {
     }
 
     func testOverlayIsLockedAgainstASecondUser() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let image = try packImage(makeRawImage(size: 64 << 10, seed: 26), in: dir)
         let overlayPath = dir.file("o")
         let first = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
@@ -166,7 +167,7 @@ final class OverlayTests: XCTestCase {
     }
 
     func testTornMapSlotIsDetectedAndTheOlderOneUsed() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let size = 128 << 10
         let base = makeRawImage(size: size, seed: 27)
         let image = try packImage(base, in: dir)
@@ -175,7 +176,7 @@ final class OverlayTests: XCTestCase {
         var newest = 0
         do {
             let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
-            let q = try BackendHarness(factory)
+            let q = try QueueDriver(factory, depth: 4)
             XCTAssertEqual(q.write(0, one), 4096)
             XCTAssertEqual(q.flush(), 0)  // generation 2, slot 1
             XCTAssertEqual(q.write(8192, two), 4096)
@@ -191,7 +192,7 @@ final class OverlayTests: XCTestCase {
             let note = try XCTUnwrap(factory.recoveryNote)
             XCTAssertTrue(note.contains("slot 0 is damaged"), note)
             XCTAssertEqual(factory.overlay!.generation, 2)
-            let q = try BackendHarness(factory)
+            let q = try QueueDriver(factory, depth: 4)
             XCTAssertTrue(q.read(0, 4096).bytes == one)
             // Generation 3 is gone: sector 8192 reverts to the base.
             XCTAssertTrue(q.read(8192, 4096).bytes == Array(base[8192..<12288]))
@@ -202,7 +203,7 @@ final class OverlayTests: XCTestCase {
         do {
             let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
             XCTAssertNil(factory.recoveryNote)
-            XCTAssertTrue(try BackendHarness(factory).read(8192, 4096).bytes == two)
+            XCTAssertTrue(try QueueDriver(factory, depth: 4).read(8192, 4096).bytes == two)
         }
         // Both slots damaged: refused, never trusted.
         try tearPage(overlayPath, capacity: UInt64(size), slot: 0)
@@ -212,7 +213,7 @@ final class OverlayTests: XCTestCase {
     }
 
     func testDamagedSuperblockIsRefused() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let image = try packImage(makeRawImage(size: 64 << 10, seed: 28), in: dir)
         let overlayPath = dir.file("o")
         _ = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))

@@ -1,5 +1,6 @@
 import SystemSupport
 import Foundation
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage
@@ -7,7 +8,7 @@ import XCTest
 final class PackTests: XCTestCase {
     func testPackThenStockZstdRestoresTheRawImage() throws {
         try XCTSkipUnless(haveZstdCLI(), "zstd CLI not installed")
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         // Not a multiple of the chunk size: the last chunk is short.
         let raw = makeRawImage(size: 300_000 + 123, seed: 1)
         let image = try packImage(raw, in: dir, options: PackOptions(chunkSize: 16384, level: 3, threads: 3))
@@ -18,7 +19,7 @@ final class PackTests: XCTestCase {
     }
 
     func testPackThenUnpackAndVerify() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let raw = makeRawImage(size: 256 << 10, seed: 2)
         let image = try packImage(raw, in: dir)
         let report = try ImageVerifier.verify(path: image)
@@ -34,7 +35,7 @@ final class PackTests: XCTestCase {
     }
 
     func testSameImageWhateverTheThreadCount() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let raw = makeRawImage(size: 200_000, seed: 3)
         let one = try packImage(raw, in: dir, name: "one", options: PackOptions(chunkSize: 4096, level: 5, threads: 1))
         let many = try packImage(raw, in: dir, name: "many", options: PackOptions(chunkSize: 4096, level: 5, threads: 4))
@@ -42,7 +43,7 @@ final class PackTests: XCTestCase {
     }
 
     func testZeroChunksAreCheapAndCounted() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         var raw = [UInt8](repeating: 0, count: 1 << 20)
         raw[5000] = 1
         let rawPath = dir.file("z.raw")
@@ -55,7 +56,7 @@ final class PackTests: XCTestCase {
     }
 
     func testRefusesBadOptionsAndExistingOutput() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let image = try packImage(makeRawImage(size: 8192, seed: 4), in: dir)
         let raw = dir.file("disk.raw")
         assertImageError(try ImagePacker.pack(raw: raw, output: image), { if case .invalidArgument = $0 { return true }; return false })

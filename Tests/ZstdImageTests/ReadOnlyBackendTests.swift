@@ -1,13 +1,14 @@
 import SystemSupport
 import BlockBackends
 import Glibc
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage
 
 final class ReadOnlyBackendTests: XCTestCase {
     func testReadOnlyWithoutOverlayServesTheRawImage() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let raw = makeRawImage(size: 512 << 10, seed: 11)
         let image = try packImage(raw, in: dir)
         for cacheBytes: UInt64 in [0, 64 << 10, 16 << 20] {
@@ -16,12 +17,13 @@ final class ReadOnlyBackendTests: XCTestCase {
             XCTAssertFalse(factory.geometry.supportsDiscard)
             XCTAssertFalse(factory.geometry.supportsWriteZeroes)
             XCTAssertEqual(factory.geometry.capacityBytes, UInt64(raw.count))
-            let queue = try BackendHarness(factory)
+            let queue = try QueueDriver(factory, depth: 4)
+            XCTAssertEqual(queue.queue.completionFD, -1, "synchronous: completions are ready at submit")
             var rng = TestRandom(seed: cacheBytes + 1)
             for _ in 0..<200 {
                 let offset = rng.below(raw.count)
                 let length = min(raw.count - offset, 1 + rng.below(20_000))
-                let (bytes, result) = queue.read(UInt64(offset), length)
+                let (result, bytes) = queue.read(UInt64(offset), length)
                 XCTAssertEqual(result, Int32(length))
                 XCTAssertTrue(sameBytes(bytes, 0, raw, offset, length), "offset \(offset) length \(length)")
             }
@@ -34,14 +36,14 @@ final class ReadOnlyBackendTests: XCTestCase {
     }
 
     func testRefusesImagesThatAreNotWholeSectors() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let image = try packImage(makeRawImage(size: 10_000, seed: 12), in: dir)
         assertImageError(try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image)),
                          { if case .unsupported = $0 { return true }; return false })
     }
 
     func testQueuesShareTheCacheConcurrently() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let raw = makeRawImage(size: 1 << 20, seed: 13)
         let image = try packImage(raw, in: dir)
         // A cache smaller than the image: hits, misses and evictions race.
@@ -76,11 +78,11 @@ final class ReadOnlyBackendTests: XCTestCase {
     }
 
     func testSequentialReadsPrefetchTheNextChunk() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         let raw = makeRawImage(size: 1 << 20, seed: 14)
         let image = try packImage(raw, in: dir)
         let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, cacheBytes: 1 << 20))
-        let queue = try BackendHarness(factory)
+        let queue = try QueueDriver(factory, depth: 4)
         for chunk in 0..<8 {
             XCTAssertTrue(queue.read(UInt64(chunk * 4096), 4096).bytes == Array(raw[chunk * 4096..<(chunk + 1) * 4096]))
         }

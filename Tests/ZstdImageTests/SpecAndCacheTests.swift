@@ -1,5 +1,6 @@
 import SystemSupport
 import BlockBackends
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage
@@ -28,7 +29,7 @@ final class SpecAndCacheTests: XCTestCase {
     }
 
     func testFactoryOpenNamesTheImageInItsError() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir(label: "zstd")
         try writeFile(dir.file("junk"), [UInt8](repeating: 7, count: 4096))
         XCTAssertThrowsError(try ZstdBackendFactory.open(ZstdBackendSpec(image: dir.file("junk")))) { e in
             XCTAssertEqual((e as? BackendError)?.kind, .image)

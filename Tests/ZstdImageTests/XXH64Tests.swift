@@ -1,5 +1,6 @@
 import SystemSupport
 import CZstd
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage

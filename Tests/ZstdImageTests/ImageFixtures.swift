@@ -1,46 +1,11 @@
-import SystemSupport
+// Image-specific fixtures of the zstd tests (raw images that compress like
+// disks, packing, the zstd CLI, ImageError matching), built on TestSupport.
 import Foundation
 import Glibc
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage
-
-/// A fresh directory under the temp dir, removed with everything in it on deinit.
-final class ScratchDir {
-    let path: String
-
-    init() throws {
-        var template = Array((NSTemporaryDirectory() + "/vb-zstd-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else { throw NSError(domain: NSPOSIXErrorDomain, code: Int(errno)) }
-        path = String(cString: made)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    func file(_ name: String) -> String { path + "/" + name }
-}
-
-/// Deterministic pseudo-random bytes (xorshift), reproducible per seed.
-struct TestRandom {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 | 1 }
-
-    mutating func next() -> UInt64 {
-        state ^= state << 13
-        state ^= state >> 7
-        state ^= state << 17
-        return state
-    }
-
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-
-    mutating func bytes(_ count: Int) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        for i in 0..<count { out[i] = UInt8(truncatingIfNeeded: next() >> 24) }
-        return out
-    }
-}
 
 /// A raw image that compresses like a real disk: text-like runs, random
 /// (incompressible) stretches and all-zero chunks, `size` bytes.
@@ -69,14 +34,6 @@ func makeRawImage(size: Int, seed: UInt64, chunk: Int = 4096) -> [UInt8] {
     return data
 }
 
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    try Data(bytes).write(to: URL(fileURLWithPath: path))
-}
-
-func readFile(_ path: String) throws -> [UInt8] {
-    [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-}
-
 /// Runs a command, returning its exit status and stderr.
 @discardableResult
 func runTool(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
@@ -99,7 +56,7 @@ func haveZstdCLI() -> Bool {
 
 /// Packs `raw` bytes into an image in `dir`; returns the image path.
 @discardableResult
-func packImage(_ raw: [UInt8], in dir: ScratchDir, name: String = "disk",
+func packImage(_ raw: [UInt8], in dir: TempDir, name: String = "disk",
                options: PackOptions = PackOptions(chunkSize: 4096, level: 3, threads: 2)) throws -> String {
     let rawPath = dir.file(name + ".raw")
     let imagePath = dir.file(name + ".zst")
@@ -119,15 +76,4 @@ func assertImageError<T>(_ body: @autoclosure () throws -> T, _ predicate: (Imag
     } catch {
         XCTFail("unexpected error type: \(error)", file: file, line: line)
     }
-}
-
-/// Whether `a[range]` equals `b[range]` (memcmp: fast in debug builds).
-func sameBytes(_ a: [UInt8], _ b: [UInt8], _ range: Range<Int>) -> Bool {
-    sameBytes(a, range.lowerBound, b, range.lowerBound, range.count)
-}
-
-/// Whether `count` bytes of `a` from `i` equal those of `b` from `j`.
-func sameBytes(_ a: [UInt8], _ i: Int, _ b: [UInt8], _ j: Int, _ count: Int) -> Bool {
-    guard i + count <= a.count, j + count <= b.count else { return false }
-    return a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress! + i, y.baseAddress! + j, count) == 0 } }
 }
