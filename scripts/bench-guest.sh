@@ -51,6 +51,10 @@ PY
 fi
 
 # ---- in the guest -----------------------------------------------------------
+# shellcheck source=scripts/lib/daemons.sh
+source "$HERE/lib/daemons.sh"
+# shellcheck source=scripts/lib/fio.sh
+source "$HERE/lib/fio.sh"
 RUNTIME=${BENCH_RUNTIME:-8} ROUNDS=${BENCH_ROUNDS:-2} QUEUES=${BENCH_QUEUES:-4}
 QSIZE=${BENCH_QUEUE_SIZE:-256} IMG_SIZE=${BENCH_IMG_SIZE:-512M}
 W=$(mktemp -d /dev/shm/bench.XXXXXX)
@@ -60,7 +64,7 @@ NAME=benchdev
 RAWDIR=$OUTDIR/raw      # on the shared repo dir: parsed on the host (python is slow under TCG)
 rm -rf "$RAWDIR"; mkdir -p "$RAWDIR"
 cleanup() {
-  stop_all
+  dev_stop_all 10
   rmmod null_blk 2>/dev/null
   rm -rf "$W"
 }
@@ -70,51 +74,21 @@ say() { echo "== $*" >&2; }
 # Fill the image so reads hit real data (tmpfs, same file for both daemons).
 dd if=/dev/urandom of="$IMG" bs=1M count=$(( $(numfmt --from=iec "$IMG_SIZE") >> 20 )) status=none
 
-wait_dev() {  # $1: how to find it (serial:S or vdpa:NAME)
-  local dev= i
-  for i in $(seq 300); do
-    case $1 in
-      serial:*) for s in /sys/block/vd*/serial; do
-                  [[ -r $s && $(cat "$s" 2>/dev/null) == "${1#serial:}" ]] && dev=$(basename "$(dirname "$s")"); done ;;
-      vdpa:*) dev=$(ls /sys/bus/vdpa/devices/"${1#vdpa:}"/virtio*/block 2>/dev/null | head -n1) ;;
-    esac
-    [[ -n $dev && -b /dev/$dev ]] && { echo "$dev"; return 0; }
-    sleep 0.1
-  done
-  return 1
-}
-
 # Both daemons serve the same backing file at the same time (qsd with locking
 # off), as NAME-v (vduse-blk) and NAME-q (qemu-storage-daemon); each fio job runs
 # on one then the other (order alternating by round), so host noise hits both.
-declare -A DPID=() DEVS=()
-start_vduse() {
-  "$BIN" create "$NAME-v" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
-    --serial bench-vduse --engine uring --attach --log-level warning >"$W/vduse.log" 2>&1 &
-  DPID[vduse-blk]=$!
-  DEVS[vduse-blk]=$(wait_dev serial:bench-vduse)
+# IMPL label -> vduse device name, and -> /dev name
+declare -A DNAME=() DEVS=()
+# start_impl LABEL KIND DEVICE-NAME SERIAL [create options...]: DEVS[LABEL]=vdX
+start_impl() {
+  local label=$1 kind=$2 name=$3 serial=$4; shift 4
+  DNAME[$label]=$name
+  DEV_PEER=$kind DEV_QSD_FILE_OPTS=locking=off dev_start "$name" "$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
+    --serial "$serial" --engine uring --log-level warning "$@" || return 1
+  DEVS[$label]=${DDEV[$name]}
 }
-start_vduse_peer() {  # LABEL SUFFIX SERIAL OPTIONS...: another vduse-blk on the same file, other options
-  local label=$1 suffix=$2 serial=$3; shift 3
-  "$BIN" create "$NAME-$suffix" --backend "file:$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
-    --serial "$serial" --engine uring --attach --log-level warning "$@" >"$W/$label.log" 2>&1 &
-  DPID[$label]=$!
-  DEVS[$label]=$(wait_dev "serial:$serial")
-}
-start_qsd() {
-  qemu-storage-daemon \
-    --blockdev driver=file,node-name=file0,filename="$IMG",cache.direct=off,aio=io_uring,locking=off \
-    --export type=vduse-blk,id=exp0,node-name=file0,name="$NAME-q",writable=on,num-queues="$QUEUES",queue-size="$QSIZE",serial=bench-qsd \
-    >"$W/qsd.log" 2>&1 &
-  DPID[qsd]=$!
-  for _ in $(seq 200); do [[ -c /dev/vduse/$NAME-q ]] && break; sleep 0.05; done
-  vdpa dev add name "$NAME-q" mgmtdev vduse || return 1
-  DEVS[qsd]=$(wait_dev serial:bench-qsd)
-}
-stop_all() {
-  vdpa dev del "$NAME-q" 2>/dev/null
-  local p; for p in "${DPID[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  DPID=()
+start_failed() {  # LABEL [WHAT]: the message bench-guest always printed, then exit
+  echo "cannot start ${2:-$1}: $(cat "${DLOG[${DNAME[$1]}]}" 2>/dev/null)" >&2; exit 1
 }
 
 JOBS=("randread-4k-qd1:--rw=randread --bs=4k --iodepth=1 --numjobs=1"
@@ -126,7 +100,7 @@ JOBS=("randread-4k-qd1:--rw=randread --bs=4k --iodepth=1 --numjobs=1"
 run_job() {  # $1 impl label, $2 device, $3 round, $4 job spec; fio's JSON goes to $RAWDIR
   local name=${4%%:*} args=${4#*:} out=$RAWDIR/$1__${4%%:*}__r$3.json
   # shellcheck disable=SC2086
-  timeout -k 5 $((RUNTIME + 60)) fio --name="$name" --filename=/dev/"$2" --direct=1 --ioengine=io_uring --time_based \
+  FIO_TIMEOUT=$((RUNTIME + 60)) fio_dev "$2" --name="$name" --ioengine=io_uring --time_based \
       --runtime="$RUNTIME" --ramp_time=1 --group_reporting --size=256M $args \
       --output-format=json --output="$out" 2>"$W/fio.err" \
     || { echo "fio $name on $1 failed: $(cat "$W/fio.err")" >&2; rm -f "$out"; return; }
@@ -134,15 +108,15 @@ run_job() {  # $1 impl label, $2 device, $3 round, $4 job spec; fio's JSON goes 
 }
 
 say "guest: $(nproc) vCPUs, image $IMG_SIZE on tmpfs, $QUEUES queues x $QSIZE"
-start_vduse || { echo "cannot start vduse-blk: $(cat "$W/vduse.log")" >&2; exit 1; }
-start_qsd || { echo "cannot start qsd: $(cat "$W/qsd.log")" >&2; exit 1; }
+start_impl vduse-blk vduse-blk "$NAME-v" bench-vduse || start_failed vduse-blk
+start_impl qsd qsd "$NAME-q" bench-qsd || start_failed qsd
 IMPLS=(vduse-blk qsd)
 IFS=';' read -r -a PEERS <<<"${BENCH_PEERS:-}"
 for peer in "${PEERS[@]}"; do
   [[ -n $peer ]] || continue
   label=vduse-${peer%%:*} opts=${peer#*:} k=${#IMPLS[@]}
   # shellcheck disable=SC2086
-  start_vduse_peer "$label" "p$k" "bench-p$k" $opts || { echo "cannot start $label ($opts): $(cat "$W/$label.log")" >&2; exit 1; }
+  start_impl "$label" vduse-blk "$NAME-p$k" "bench-p$k" $opts || start_failed "$label" "$label ($opts)"
   IMPLS+=("$label")
 done
 for impl in "${IMPLS[@]}"; do [[ -n ${DEVS[$impl]} ]] || { echo "no device for $impl" >&2; exit 1; }; done
@@ -155,7 +129,7 @@ for round in $(seq "$ROUNDS"); do
     for impl in "${order[@]}"; do run_job "$impl" "${DEVS[$impl]}" "$round" "$spec"; done
   done
 done
-stop_all
+dev_stop_all 10
 if modprobe null_blk nr_devices=1 queue_mode=2 submit_queues="$QUEUES" gb=1 2>/dev/null; then
   say "null_blk (block layer ceiling)"
   for spec in "${JOBS[@]}"; do run_job null_blk nullb0 1 "$spec"; done

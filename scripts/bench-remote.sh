@@ -24,6 +24,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 BIN=${VDUSE_BLK:-.build/release/vduse-blk}
 [[ $BIN == /* ]] || BIN=$REPO/$BIN
+# shellcheck source=scripts/lib/nginx.sh
+source "$HERE/lib/nginx.sh"
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
@@ -33,7 +35,6 @@ host_part() {
   local port=18082 rounds=${BENCH_ROUNDS:-3} r k
   local url=http://127.0.0.1:$port/disk.img
   declare -A HR=()
-  source "$HERE/nginx-lib.sh"
   mkdir -p "$H/www"
   head -c "${BENCH_HOST_IMG_SIZE:-1G}" /dev/urandom >"$H/www/disk.img"
   local bytes; bytes=$(stat -c %s "$H/www/disk.img")
@@ -41,11 +42,11 @@ host_part() {
   seq_mib() { "$BIN" image bench-seq "$@" | awk '/^pass/ { print $3 }'; }
   for ((r = 1; r <= rounds; r++)); do
     HR[curl]+=" $(curl -s -o /dev/null -w '%{speed_download}' "$url" | awk '{ printf "%.1f", $1 / 1048576 }')"
-    rm -rf "$H/cache"; local p; p=($(seq_mib "$url,cache-dir=$H/cache,memory=2G,chunk=${BENCH_CHUNK:-1M}" --passes 2))
+    rm -rf "$H/cache"; local p; mapfile -t p < <(seq_mib "$url,cache-dir=$H/cache,memory=2G,chunk=${BENCH_CHUNK:-1M}" --passes 2)
     HR[cold_disk_tier]+=" ${p[0]}"; HR[warm_memory]+=" ${p[1]}"
-    p=($(seq_mib "$url,cache-dir=$H/cache,memory=64M,chunk=${BENCH_CHUNK:-1M}" --passes 1)); HR[warm_disk_tier]+=" ${p[0]}"
-    p=($(seq_mib "$url,cache-dir=none,memory=2G,chunk=${BENCH_CHUNK:-1M}" --passes 1)); HR[cold_memory_only]+=" ${p[0]}"
-    p=($(seq_mib "file:$H/www/disk.img" --passes 1)); HR[file_backend]+=" ${p[0]}"
+    mapfile -t p < <(seq_mib "$url,cache-dir=$H/cache,memory=64M,chunk=${BENCH_CHUNK:-1M}" --passes 1); HR[warm_disk_tier]+=" ${p[0]}"
+    mapfile -t p < <(seq_mib "$url,cache-dir=none,memory=2G,chunk=${BENCH_CHUNK:-1M}" --passes 1); HR[cold_memory_only]+=" ${p[0]}"
+    mapfile -t p < <(seq_mib "file:$H/www/disk.img" --passes 1); HR[file_backend]+=" ${p[0]}"
     echo "# host round $r: $(for k in curl cold_disk_tier cold_memory_only warm_memory warm_disk_tier file_backend; do printf '%s=%s ' $k "${HR[$k]##* }"; done)" >&2
   done
   nginx_stop
@@ -81,39 +82,31 @@ W=$(mktemp -d /dev/shm/rbench.XXXXXX)
 PORT=18081 URL=http://127.0.0.1:18081/disk.img
 OUT=$REPO/bench/remote-bench.txt
 declare -A R=()   # ROW -> space-separated values (MiB/s or IOPS)
-DPID=
+# shellcheck source=scripts/lib/daemons.sh
+source "$HERE/lib/daemons.sh"
+# shellcheck source=scripts/lib/fio.sh
+source "$HERE/lib/fio.sh"
 cleanup() {
-  [[ -n $DPID ]] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+  dev_stop_all 10
   nginx_stop
   rm -rf "$W"
 }
 trap cleanup EXIT
 log() { echo "# $*" >&2; }
 
-source "$HERE/nginx-lib.sh"
 mkdir -p "$W/www"
 head -c "$IMG_SIZE" /dev/urandom >"$W/www/disk.img"
 BYTES=$(stat -c %s "$W/www/disk.img")
 nginx_start "$W/www" "$PORT" "$W/nginx" || { echo "bench-remote: nginx did not start" >&2; exit 1; }
 
 now_ns() { date +%s%N; }
-# start NAME BACKEND [create options]: sets DEV
+# start NAME BACKEND [create options]: sets DEV (and CUR, for stop)
 start() {
-  local name=$1 backend=$2 d i; shift 2
-  "$BIN" create "$name" --backend "$backend" --serial "$name" --queues 1 --attach "$@" 2>"$W/$name.log" &
-  DPID=$!
-  DEV=
-  for ((i = 0; i < 300; i++)); do
-    for d in /sys/block/vd*; do
-      [[ -e $d/serial && $(cat "$d/serial" 2>/dev/null) == "$name" ]] && DEV=/dev/${d##*/}
-    done
-    [[ -n $DEV && -b $DEV ]] && return 0
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "bench-remote: device $name did not appear:" >&2; tail -n 20 "$W/$name.log" >&2; exit 1
+  local name=$1 backend=$2; shift 2
+  if DEV_BACKEND=$backend dev_start "$name" "" --serial "$name" --queues 1 "$@"; then DEV=/dev/${DDEV[$name]}; return 0; fi
+  echo "bench-remote: device $name did not appear:" >&2; tail -n 20 "${DLOG[$name]}" >&2; exit 1
 }
-stop() { kill -TERM "$DPID"; wait "$DPID" 2>/dev/null; DPID=; }
+stop() { dev_stop "$CUR"; }
 # seqread: MiB/s of one O_DIRECT 1 MiB sequential pass over $DEV
 seqread() {
   local t0 t1; t0=$(now_ns)
@@ -122,8 +115,8 @@ seqread() {
   awk -v b="$BYTES" -v n=$((t1 - t0)) 'BEGIN { printf "%.1f", b / 1048576 / (n / 1e9) }'
 }
 randread() {  # QD: 4k random read IOPS over the whole device, a few hundred reads so most miss
-  (cd "$W" && fio --name=r --filename="$DEV" --direct=1 --rw=randread --bs=4k --iodepth="$1" --ioengine=io_uring \
-    --number_ios="$RAND_IOS" --randrepeat=0 --minimal) | awk -F';' '{ printf "%.0f", $8 }'
+  fio_dev "$DEV" --name=r --rw=randread --bs=4k --iodepth="$1" --ioengine=io_uring \
+    --number_ios="$RAND_IOS" --randrepeat=0 --minimal | fio_terse read_iops | awk '{ printf "%.0f", $1 }'
 }
 add() { R[$1]="${R[$1]:-} $2"; log "$1: $2"; }
 

@@ -25,6 +25,9 @@ IMG=${DEMO_IMG:-$REPO/demo/demo.img}
 SIZE=${DEMO_SIZE:-128M}
 NAME=${DEMO_NAME:-demo0}
 
+# shellcheck source=scripts/lib/daemons.sh
+source "$HERE/lib/daemons.sh"     # dev_wait
+
 say() { printf '%s\n' "demo: $*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -62,7 +65,7 @@ WORK=$(mktemp -d /dev/shm/vduse-demo.XXXXXX 2>/dev/null || mktemp -d)
 MNT=$WORK/mnt; mkdir -p "$MNT"
 LOG=$WORK/daemon.log
 export TMPDIR=$WORK
-pid= dev=
+pid='' dev=''
 teardown() {
   mountpoint -q "$MNT" && umount "$MNT"
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
@@ -81,24 +84,19 @@ engine=(); [[ -n ${DEMO_ENGINE:-} ]] && engine=(--engine "$DEMO_ENGINE")
 say "$BIN create $NAME --backend file:$IMG --size $SIZE --serial $SERIAL --attach ${engine[*]}"
 "$BIN" create "$NAME" --backend "file:$IMG" --size "$SIZE" --serial "$SERIAL" "${engine[@]}" --attach 2>"$LOG" &
 pid=$!
-for ((i = 0; i < 300; i++)); do
-  for d in /sys/block/vd*; do
-    [[ -e $d/serial && $(timeout 3 cat "$d/serial" 2>/dev/null) == "$SERIAL" ]] && dev=${d##*/}
-  done
-  [[ -n $dev ]] && break
+if ! dev=$(dev_wait "serial:$SERIAL" 30 "$pid"); then
   kill -0 "$pid" 2>/dev/null || die "vduse-blk exited early"
-  sleep 0.1
-done
-[[ -n $dev ]] || die "no /dev/vd* with serial $SERIAL after 30 s"
+  die "no /dev/vd* with serial $SERIAL after 30 s"
+fi
 up_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-bytes=$(($(cat /sys/block/$dev/size) * 512))
-lbs=$(cat /sys/block/$dev/queue/logical_block_size)
-drv=$(basename "$(readlink /sys/bus/vdpa/devices/$NAME/driver 2>/dev/null || echo '?')")
+bytes=$(($(cat /sys/block/"$dev"/size) * 512))
+lbs=$(cat /sys/block/"$dev"/queue/logical_block_size)
+drv=$(basename "$(readlink /sys/bus/vdpa/devices/"$NAME"/driver 2>/dev/null || echo '?')")
 
-if ((new)) || ! blkid -p /dev/$dev >/dev/null 2>&1; then
-  mkfs.ext4 -q -L vduse-demo /dev/$dev; formatted="yes (new image)"
+if ((new)) || ! blkid -p /dev/"$dev" >/dev/null 2>&1; then
+  mkfs.ext4 -q -L vduse-demo /dev/"$dev"; formatted="yes (new image)"
 else formatted="no (existing file system)"; fi
-mount /dev/$dev "$MNT"
+mount /dev/"$dev" "$MNT"
 runs=$(( $(cat "$MNT/runs" 2>/dev/null || echo 0) + 1 )); echo "$runs" >"$MNT/runs"
 mkdir -p "$MNT/run-$runs"
 echo "hello from vduse-blk, run $runs, $(date -u +%FT%TZ)" >"$MNT/run-$runs/hello.txt"
@@ -107,17 +105,18 @@ for f in a b c; do head -c $(( (RANDOM % 4 + 1) << 20 )) /dev/urandom >"$MNT/run
 nfiles=$(wc -l <"$WORK/sums"); kib=$(du -sk "$MNT/run-$runs" | cut -f1)
 sync; umount "$MNT"
 echo 3 >/proc/sys/vm/drop_caches
-mount /dev/$dev "$MNT"
+mount /dev/"$dev" "$MNT"
 if (cd "$MNT/run-$runs" && sha256sum --quiet -c "$WORK/sums"); then sums_ok=OK; else sums_ok=MISMATCH; fi
 df_line=$(df -h --output=used,size "$MNT" | tail -n 1 | awk '{print $1 " used of " $2}')
 umount "$MNT"
 
 ddrate() { LC_ALL=C dd "$@" 2>&1 | awk '/copied/ {print $(NF-1), $NF}'; }
-wr=$(ddrate if=/dev/zero of=/dev/$dev bs=1M count=16 seek=$(( bytes / 1048576 - 16 )) oflag=direct conv=fsync)
-rd=$(ddrate if=/dev/$dev of=/dev/null bs=1M count=32 iflag=direct)
+wr=$(ddrate if=/dev/zero of=/dev/"$dev" bs=1M count=16 seek=$(( bytes / 1048576 - 16 )) oflag=direct conv=fsync)
+rd=$(ddrate if=/dev/"$dev" of=/dev/null bs=1M count=32 iflag=direct)
 
 teardown
-left=$(ls /dev/vduse | grep -vx control || true)
+# shellcheck disable=SC2010 # names under /dev/vduse are device names
+leftover=$(ls /dev/vduse | grep -vx control || true)
 cat <<EOF
 
 vduse-blk demo
@@ -128,7 +127,7 @@ vduse-blk demo
   formatted     $formatted; runs so far: $runs; $df_line
   files written $nfiles ($kib KiB) in run-$runs/, read back after remount: checksums $sums_ok
   dd (direct)   write 16 MiB: $wr; read 32 MiB: $rd
-  teardown      daemon exit status $drc; /dev/$dev $([[ -e /dev/$dev ]] && echo "STILL PRESENT" || echo gone); /dev/vduse: control${left:+ $left}
+  teardown      daemon exit status $drc; /dev/$dev $([[ -e /dev/$dev ]] && echo "STILL PRESENT" || echo gone); /dev/vduse: control${leftover:+ $leftover}
 EOF
-if [[ $sums_ok == OK && $drc == 0 && -z $left && ! -e /dev/$dev ]]; then ok=1; echo "DEMO OK"
+if [[ $sums_ok == OK && $drc == 0 && -z $leftover && ! -e /dev/$dev ]]; then ok=1; echo "DEMO OK"
 else echo "DEMO FAILED"; exit 1; fi

@@ -1,35 +1,5 @@
-# nginx-lib.sh - sourced by the guest suite and bench-remote.sh: a private
-# nginx (Debian nginx-light) serving one directory on 127.0.0.1, everything it
-# writes kept under a work directory.
-#
-# nginx_start ROOT PORT WORKDIR: starts it in the background (NGINX_PID), waits
-# until it answers; returns 1 if it does not within 10 s.
-nginx_start() {
-  local root=$1 port=$2 work=$3 i
-  ip link set lo up 2>/dev/null
-  mkdir -p "$work/logs" "$work/tmp"
-  cat >"$work/nginx.conf" <<CONF
-daemon off; master_process off; user root; worker_processes 1; pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000; etag on;
-  client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp;
-  uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;
-  server { listen 127.0.0.1:$port; root $root; }
-}
-CONF
-  nginx -p "$work" -c "$work/nginx.conf" >"$work/logs/stdout.log" 2>&1 &
-  NGINX_PID=$!
-  for ((i = 0; i < 100; i++)); do
-    curl -s -o /dev/null -r 0-0 "http://127.0.0.1:$port/" 2>/dev/null; [[ $? != 7 ]] && return 0
-    kill -0 "$NGINX_PID" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-nginx_stop() {
-  [[ -n ${NGINX_PID:-} ]] && { kill "$NGINX_PID" 2>/dev/null; wait "$NGINX_PID" 2>/dev/null; }
-  NGINX_PID=
-}
+# shellcheck shell=bash
+# nginx-lib.sh - moved to scripts/lib/nginx.sh; kept so that scripts which
+# still source this path keep working.
+# shellcheck source=scripts/lib/nginx.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/nginx.sh"

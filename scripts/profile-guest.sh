@@ -29,29 +29,27 @@ SECS=${PROFILE_SECONDS:-10}
 FIO_ARGS=()
 for a in "$@"; do [[ -n $a ]] && FIO_ARGS+=("$a"); done
 ((${#FIO_ARGS[@]})) || FIO_ARGS=(--rw=randread --bs=4k --iodepth=1 --numjobs=1)
+# shellcheck source=scripts/lib/daemons.sh
+source "$HERE/lib/daemons.sh"
+# shellcheck source=scripts/lib/fio.sh
+source "$HERE/lib/fio.sh"
 W=$(mktemp -d /dev/shm/prof.XXXXXX)
-trap 'kill $DPID 2>/dev/null; wait $DPID 2>/dev/null; rm -rf "$W"' EXIT
+trap 'dev_stop_all; rm -rf "$W"' EXIT
 dd if=/dev/urandom of="$W/disk.img" bs=1M count=256 status=none
 # shellcheck disable=SC2086
-"$BIN" create prof --backend "file:$W/disk.img" --queues 4 --serial prof-dev --attach --log-level warning \
-  ${PROFILE_OPTS:-} 2>"$W/daemon.log" &
-DPID=$!
-dev=
-for _ in $(seq 300); do
-  dev=$(ls /sys/bus/vdpa/devices/prof/virtio*/block 2>/dev/null | head -n 1)
-  [[ -n $dev && -b /dev/$dev ]] && break
-  dev=; sleep 0.1
-done
-[[ -n $dev ]] || { echo "no device: $(cat "$W/daemon.log")"; exit 1; }
+dev_start prof "$W/disk.img" --queues 4 --serial prof-dev --log-level warning ${PROFILE_OPTS:-}
+dev=${DDEV[prof]}
+[[ -n $dev ]] || { echo "no device: $(cat "${DLOG[prof]}")"; exit 1; }
+DAEMON_PID=${DPID[prof]}
 fio_run() {
-  fio --name=prof --filename=/dev/"$dev" --direct=1 --ioengine=io_uring --time_based --runtime="$1" \
+  fio_dev "$dev" --name=prof --ioengine=io_uring --time_based --runtime="$1" \
     --size=256M "${FIO_ARGS[@]}" --output-format=json --output="$W/fio.json" >/dev/null 2>&1
 }
 fio_run 2 || { echo "fio failed on /dev/$dev"; exit 1; }   # warm-up
 (fio_run "$SECS") & FPID=$!
 sleep 1
 perf record -a -g -F 499 -o "$W/perf.data" -- sleep $((SECS - 2)) 2>/dev/null
-perf trace -s -p "$DPID" -o "$W/trace.txt" -- sleep 3 2>/dev/null
+perf trace -s -p "$DAEMON_PID" -o "$W/trace.txt" -- sleep 3 2>/dev/null
 wait $FPID
 ios=$(python3 -c "import json,sys; j=json.load(open('$W/fio.json'))['jobs'][0]; s=j['read'] if j['read']['io_bytes'] else j['write']; print(int(s['total_ios']), round(s['iops']))" 2>/dev/null)
 {
