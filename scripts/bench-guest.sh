@@ -77,13 +77,19 @@ dd if=/dev/urandom of="$IMG" bs=1M count=$(( $(numfmt --from=iec "$IMG_SIZE") >>
 # Both daemons serve the same backing file at the same time (qsd with locking
 # off), as NAME-v (vduse-blk) and NAME-q (qemu-storage-daemon); each fio job runs
 # on one then the other (order alternating by round), so host noise hits both.
+# vduse-blk takes a writer's lock on its image (one writer per image), so an
+# extra vduse-blk peer (BENCH_PEERS) serves its own copy of the image.
 # IMPL label -> vduse device name, and -> /dev name
 declare -A DNAME=() DEVS=()
+VDUSE_PEERS=0
 # start_impl LABEL KIND DEVICE-NAME SERIAL [create options...]: DEVS[LABEL]=vdX
 start_impl() {
-  local label=$1 kind=$2 name=$3 serial=$4; shift 4
+  local label=$1 kind=$2 name=$3 serial=$4 img=$IMG; shift 4
   DNAME[$label]=$name
-  DEV_PEER=$kind DEV_QSD_FILE_OPTS=locking=off dev_start "$name" "$IMG" --queues "$QUEUES" --queue-size "$QSIZE" \
+  if [[ $kind == vduse-blk ]]; then
+    if ((VDUSE_PEERS++ > 0)); then img=$W/disk-$label.img; cp "$IMG" "$img"; fi
+  fi
+  DEV_PEER=$kind DEV_QSD_FILE_OPTS=locking=off dev_start "$name" "$img" --queues "$QUEUES" --queue-size "$QSIZE" \
     --serial "$serial" --engine uring --log-level warning "$@" || return 1
   DEVS[$label]=${DDEV[$name]}
 }

@@ -36,13 +36,22 @@ have_vduse() {
   ((EUID == 0)) && modprobe vduse 2>/dev/null && [[ -c /dev/vduse/control ]]
 }
 
+# Build first (unless VDUSE_BLK names a binary): on a fresh machine that means
+# installing the Debian packages the build needs (scripts/setup-host.sh).
+if [[ ${1:-} != --here && -z ${VDUSE_BLK:-} ]]; then
+  if ((EUID == 0)); then
+    bash "$HERE/setup-host.sh" >&2 || die "scripts/setup-host.sh failed"
+  fi
+  # A non-login shell may lack the toolchain's PATH entry.
+  if ! command -v swift >/dev/null && [[ -r /etc/profile.d/swift.sh ]]; then source /etc/profile.d/swift.sh; fi
+  if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then export PATH=/opt/swift/usr/bin:$PATH; fi
+  command -v swift >/dev/null || die "swift not found: install a Swift toolchain or set VDUSE_BLK"
+  say "swift build -c release"
+  swift build -c release >&2 || die "build failed"
+fi
+
 if [[ ${1:-} != --here ]] && ! have_vduse; then
   say "no VDUSE in this kernel ($(uname -r)): running in the QEMU guest (scripts/run-in-guest.sh)"
-  if [[ -z ${VDUSE_BLK:-} ]]; then
-    command -v swift >/dev/null || die "swift not found: install a Swift toolchain or set VDUSE_BLK"
-    say "swift build -c release"
-    swift build -c release >&2 || die "build failed"
-  fi
   [[ -x $BIN ]] || die "no executable $BIN"
   export VDUSE_BLK=$BIN DEMO_IMG=$IMG DEMO_SIZE=$SIZE DEMO_NAME=$NAME
   VDUSE_VM_ENV="VDUSE_BLK DEMO_IMG DEMO_SIZE DEMO_NAME DEMO_ENGINE ${VDUSE_VM_ENV:-}" \
