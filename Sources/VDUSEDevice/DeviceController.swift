@@ -10,8 +10,9 @@ import VirtioCore
 /// Answers control requests for one virtio-blk device: starts a worker per
 /// ready queue on DRIVER_OK, stops them on reset, pauses them around IOTLB
 /// changes, reports avail indices. Owns the per-queue backend handles, kick
-/// eventfds and workers. Used from the control thread only; never waits on
-/// backend I/O except to drain what is in flight when quiescing.
+/// eventfds, workers and the `--bounce user` adoption. Used from the control
+/// thread only; never waits on backend I/O except to drain what is in flight
+/// when quiescing.
 public final class DeviceController<Transport: DeviceTransport>: @unchecked Sendable {
     final class QueueState {
         let backend: any QueueBackend
@@ -30,13 +31,8 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     public let parameters: BlkDeviceParameters
     public let pollMicros: Int
     public let ringWait: Bool
-    /// Serve the bounce region from daemon pages (`--bounce user`).
-    public let userBounce: Bool
-    /// Waiting for the kernel's bounce region to appear (see `retryAfterMillis`).
-    var userBouncePending = false
-    /// Checks for it since DRIVER_OK; given up after `userBounceMaxChecks` (a minute).
-    var userBounceChecks = 0
-    public static var userBounceMaxChecks: Int { 3000 }
+    /// Serves the bounce region from daemon pages (`--bounce user`); nil when off.
+    public let bounceAdoption: UserBounceAdoption?
     let logger: Logger
     let queues: [QueueState]
     public private(set) var status: UInt8 = 0
@@ -49,7 +45,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         self.parameters = parameters
         self.pollMicros = pollMicros
         self.ringWait = ringWait
-        self.userBounce = userBounce
+        self.bounceAdoption = userBounce ? UserBounceAdoption(logger: logger) : nil
         self.logger = logger
         var qs: [QueueState] = []
         for i in 0..<Int(parameters.numQueues) {
@@ -74,6 +70,9 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         stopQueues()
         for q in queues { close(q.kickFD) }
     }
+
+    /// Serve the bounce region from daemon pages (`--bounce user`).
+    public var userBounce: Bool { bounceAdoption != nil }
 
     /// Queues with a running worker.
     public var runningQueues: Int { queues.filter { $0.worker != nil }.count }
@@ -108,7 +107,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         if s == 0 {
             stopQueues()
             negotiatedFeatures = 0
-            userBouncePending = false
+            bounceAdoption?.cancel()
         } else if s & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) != 0, old & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) == 0 {
             startQueues()
         }
@@ -147,48 +146,31 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
             }
         }
         logger.info("\(runningQueues) queue(s) running")
-        userBounceChecks = 0
-        if userBounce { adoptUserBounce() }
+        if let adoption = bounceAdoption {
+            adoption.restartCount()
+            adoption.check(transport, pausingQueues: { withRunningQueuesPaused(invalidating: 0, last: .max, $0) })
+        }
     }
 
     /// How long the control loop may sleep before `retryPending()` has
     /// something to do (milliseconds; -1: until the next request).
-    public var retryAfterMillis: Int32 { userBouncePending ? 20 : -1 }
+    public var retryAfterMillis: Int32 { bounceAdoption?.retryAfterMillis ?? -1 }
 
     /// Work the control thread retries on a timer.
     public func retryPending() {
-        if userBouncePending { adoptUserBounce() }
+        guard let adoption = bounceAdoption, adoption.isPending else { return }
+        adoption.check(transport, pausingQueues: { withRunningQueuesPaused(invalidating: 0, last: .max, $0) })
     }
 
-    /// Moves the bounce region onto daemon pages once the kernel has one:
-    /// every worker pauses (no I/O in flight, no stale view of the kernel's
-    /// pages), the pages are registered (the kernel copies what is in use
-    /// into them), every view drops its mappings, and the workers resume.
-    func adoptUserBounce() {
-        userBouncePending = false
-        switch transport.userBounceState() {
-        case .registered: return
-        case .notYet:
-            userBounceChecks += 1
-            if userBounceChecks < Self.userBounceMaxChecks {
-                userBouncePending = true
-            } else {
-                logger.warning("--bounce user: no bounce region appeared within a minute of DRIVER_OK; keeping the kernel's bounce pages")
-            }
-        case .unsupported(let why): logger.warning("--bounce user: \(why); keeping the kernel's bounce pages")
-        case .ready(let bytes):
-            let running = queues.filter { $0.worker != nil }
-            for st in running { st.worker!.control.requestPause() }
-            for st in running { st.worker!.control.waitParked() }
-            do {
-                try transport.registerUserBounce(bytes: bytes)
-                logger.info("bounce region: \(bytes >> 20) MiB of daemon pages registered (VDUSE_IOTLB_REG_UMEM)")
-            } catch {
-                logger.warning("--bounce user: \(error); keeping the kernel's bounce pages")
-            }
-            for st in running { if let m = st.memory { transport.invalidate(m, start: 0, last: .max) } }
-            for st in running { st.worker!.control.resume() }
-        }
+    /// Parks every running worker (no I/O in flight), runs `body`, drops the
+    /// mappings of their views overlapping [start, last], and resumes them.
+    func withRunningQueuesPaused(invalidating start: UInt64, last: UInt64, _ body: () -> Void) {
+        let running = queues.filter { $0.worker != nil }
+        for st in running { st.worker!.control.requestPause() }
+        for st in running { st.worker!.control.waitParked() }
+        body()
+        for st in running { if let m = st.memory { transport.invalidate(m, start: start, last: last) } }
+        for st in running { st.worker!.control.resume() }
     }
 
     /// Stops every worker (draining in-flight I/O) and drops their mappings.
@@ -204,10 +186,6 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     }
 
     func updateIOTLB(start: UInt64, last: UInt64) {
-        let running = queues.filter { $0.worker != nil }
-        for st in running { st.worker!.control.requestPause() }
-        for st in running { st.worker!.control.waitParked() }
-        for st in running { if let m = st.memory { transport.invalidate(m, start: start, last: last) } }
-        for st in running { st.worker!.control.resume() }
+        withRunningQueuesPaused(invalidating: start, last: last) {}
     }
 }

@@ -244,7 +244,7 @@ final class ControllerTests: XCTestCase {
             c2.retryPending()
             checks += 1
         }
-        XCTAssertEqual(checks, DeviceController<SimulatedTransport>.userBounceMaxChecks)
+        XCTAssertEqual(checks, UserBounceAdoption.maxChecks)
         XCTAssertNil(t2.registeredBounce)
         _ = c2.handle(.setStatus(requestID: 6, status: 0))
         // Unsupported (vhost-vdpa, old kernel): a warning, no retries.
