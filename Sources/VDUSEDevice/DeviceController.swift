@@ -1,36 +1,32 @@
-import BlockBackends
-import BlockEngine
 import CSys
 import CVDUSE
 import Glibc
 import Logging
-import VirtioBlk
 import VirtioCore
 
-/// Answers control requests for one virtio-blk device: starts a worker per
-/// ready queue on DRIVER_OK, stops them on reset, pauses them around IOTLB
-/// changes, reports avail indices. Owns the per-queue backend handles, kick
-/// eventfds, workers and the `--bounce user` adoption. Used from the control
-/// thread only; never waits on backend I/O except to drain what is in flight
-/// when quiescing.
+/// Answers control requests for one VDUSE device of any virtio type: starts
+/// the device model's queue services on DRIVER_OK, stops them on reset,
+/// pauses them around IOTLB changes, reports avail indices. Owns the queue
+/// services (made by the model once, kept across resets), the kick eventfds,
+/// each running queue's guest-memory view and the `--bounce user` adoption.
+/// Used from the control thread only; never waits on the queues' I/O except
+/// to drain what is in flight when quiescing.
 public final class DeviceController<Transport: DeviceTransport>: @unchecked Sendable {
     final class QueueState {
-        let backend: any QueueBackend
+        let service: any VirtqueueService
         let kickFD: Int32
-        var worker: QueueWorker<Transport.Memory>?
+        var running = false
         var memory: Transport.Memory?
         var lastAvail: UInt16 = 0
 
-        init(backend: any QueueBackend, kickFD: Int32) {
-            self.backend = backend
+        init(service: any VirtqueueService, kickFD: Int32) {
+            self.service = service
             self.kickFD = kickFD
         }
     }
 
     public let transport: Transport
-    public let parameters: BlkDeviceParameters
-    public let pollMicros: Int
-    public let ringWait: Bool
+    public let model: any VirtioDeviceModel
     /// Serves the bounce region from daemon pages (`--bounce user`); nil when off.
     public let bounceAdoption: UserBounceAdoption?
     let logger: Logger
@@ -38,20 +34,19 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     public private(set) var status: UInt8 = 0
     public private(set) var negotiatedFeatures: UInt64 = 0
 
-    public init(transport: Transport, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, ringWait: Bool = false, userBounce: Bool = false,
+    /// Makes every queue's service and kick eventfd (the model's errors
+    /// become `.attach("queue N: ...")`).
+    public init(transport: Transport, model: any VirtioDeviceModel, userBounce: Bool = false,
                 logger: Logger) throws(VDUSEError) {
         self.transport = transport
-        self.parameters = parameters
-        self.pollMicros = pollMicros
-        self.ringWait = ringWait
+        self.model = model
         self.bounceAdoption = userBounce ? UserBounceAdoption(logger: logger) : nil
         self.logger = logger
         var qs: [QueueState] = []
-        for i in 0..<Int(parameters.numQueues) {
-            let handle: any QueueBackend
+        for i in 0..<model.queueCount {
+            let service: any VirtqueueService
             do {
-                handle = try backend.makeQueueBackend(queueIndex: i, depth: Int(parameters.queueSize))
+                service = try model.makeQueueService(index: i)
             } catch {
                 for q in qs { close(q.kickFD) }
                 throw .attach("queue \(i): \(error)")
@@ -61,7 +56,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                 for q in qs { close(q.kickFD) }
                 throw .ioctl(what: "eventfd", errno: -kick)
             }
-            qs.append(QueueState(backend: handle, kickFD: kick))
+            qs.append(QueueState(service: service, kickFD: kick))
         }
         queues = qs
     }
@@ -74,18 +69,18 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     /// Serve the bounce region from daemon pages (`--bounce user`).
     public var userBounce: Bool { bounceAdoption != nil }
 
-    /// Queues with a running worker.
-    public var runningQueues: Int { queues.filter { $0.worker != nil }.count }
+    /// Queues with a running service.
+    public var runningQueues: Int { queues.filter { $0.running }.count }
 
     /// True when some queue stopped on a ring it could not trust.
-    public var needsReset: Bool { queues.contains { $0.worker?.control.needsReset ?? false } }
+    public var needsReset: Bool { queues.contains { $0.running && $0.service.needsReset } }
 
     public func handle(_ message: ControlMessage) -> ControlResponse {
         switch message {
         case .getVQState(let id, let q):
             guard Int(q) < queues.count else { return ControlResponse(requestID: id, ok: false) }
             let st = queues[Int(q)]
-            let avail = st.worker?.control.currentAvailIndex ?? st.lastAvail
+            let avail = st.running ? st.service.currentAvailIndex : st.lastAvail
             return ControlResponse(requestID: id, ok: true, vqState: (q, avail))
         case .setStatus(let id, let s):
             setStatus(s)
@@ -121,26 +116,25 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
             return
         }
         logger.info("driver ready, features: \(VirtioFeature.names(negotiatedFeatures).joined(separator: " "))")
-        for (i, st) in queues.enumerated() where st.worker == nil {
+        let maxSize = model.maxQueueSize
+        for (i, st) in queues.enumerated() where !st.running {
             do {
                 let info = try transport.queueInfo(i)
                 guard info.ready else { continue }
                 let size = info.addresses.size
-                guard size > 0, size & (size - 1) == 0, size <= parameters.queueSize else {
-                    logger.error("queue \(i): driver chose size \(size) (max \(parameters.queueSize)); not started")
+                guard size > 0, size & (size - 1) == 0, size <= maxSize else {
+                    logger.error("queue \(i): driver chose size \(size) (max \(maxSize)); not started")
                     continue
                 }
                 try transport.attachKickFD(queue: i, fd: st.kickFD)
                 let memory = transport.makeMemory(queue: i)
-                let worker = try QueueWorker(
-                    config: QueueWorkerConfig(queueIndex: i, addresses: info.addresses, features: negotiatedFeatures,
-                                              startAvail: info.availIndex, pollMicros: pollMicros,
-                                              ringWait: ringWait),
-                    memory: memory, backend: st.backend, parameters: parameters, sink: transport.interruptSink,
-                    kickFD: st.kickFD, logger: logger)
+                try st.service.start(
+                    VirtqueueStart(queueIndex: i, addresses: info.addresses, features: negotiatedFeatures,
+                                   startAvail: info.availIndex, kickFD: st.kickFD,
+                                   interruptSink: transport.interruptSink),
+                    memory: memory)
                 st.memory = memory
-                st.worker = worker
-                worker.start()
+                st.running = true
             } catch {
                 logger.error("queue \(i): cannot start: \(error)")
             }
@@ -162,25 +156,24 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         adoption.check(transport, pausingQueues: { withRunningQueuesPaused(invalidating: 0, last: .max, $0) })
     }
 
-    /// Parks every running worker (no I/O in flight), runs `body`, drops the
+    /// Parks every running queue (no I/O in flight), runs `body`, drops the
     /// mappings of their views overlapping [start, last], and resumes them.
     func withRunningQueuesPaused(invalidating start: UInt64, last: UInt64, _ body: () -> Void) {
-        let running = queues.filter { $0.worker != nil }
-        for st in running { st.worker!.control.requestPause() }
-        for st in running { st.worker!.control.waitParked() }
+        let running = queues.filter { $0.running }
+        for st in running { st.service.requestPause() }
+        for st in running { st.service.waitParked() }
         body()
         for st in running { if let m = st.memory { transport.invalidate(m, start: start, last: last) } }
-        for st in running { st.worker!.control.resume() }
+        for st in running { st.service.resume() }
     }
 
-    /// Stops every worker (draining in-flight I/O) and drops their mappings.
+    /// Stops every queue (draining in-flight I/O) and drops their mappings.
     public func stopQueues() {
-        for (i, st) in queues.enumerated() {
-            guard let w = st.worker else { continue }
-            st.lastAvail = w.control.stop()
+        for (i, st) in queues.enumerated() where st.running {
+            st.lastAvail = st.service.stop()
             transport.detachKickFD(queue: i)
             if let m = st.memory { transport.invalidate(m, start: 0, last: .max) }
-            st.worker = nil
+            st.running = false
             st.memory = nil
         }
     }

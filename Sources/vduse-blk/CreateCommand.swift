@@ -5,6 +5,7 @@ import BlockBackends
 import Glibc
 import Logging
 import RemoteImage
+import VDUSEBlk
 import VDUSEDevice
 import VirtioBlk
 import ZstdImage
