@@ -8,6 +8,8 @@ let package = Package(
     products: [
         .executable(name: "vduse-blk", targets: ["vduse-blk"]),
         .library(name: "VirtioDriverSim", targets: ["VirtioDriverSim"]),
+        // Serve a virtio-blk device through VDUSE from your own BlockBackendFactory.
+        .library(name: "VDUSEBlk", targets: ["VDUSEBlk"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -60,17 +62,22 @@ let package = Package(
             "VirtioCore", "VirtioBlk", "BlockBackends", "SystemSupport", "CSys",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // The VDUSE device: control fd, messages, IOTLB, lifecycle.
+        // The VDUSE device of any virtio type: control fd, messages, IOTLB, lifecycle; queues are
+        // served by a device model's per-queue services (VirtioDeviceModel / VirtqueueService).
         .target(name: "VDUSEDevice", dependencies: [
-            "CVDUSE", "CSys", "SystemSupport", "VirtioCore", "VirtioBlk", "BlockBackends", "BlockEngine",
+            "CVDUSE", "CSys", "SystemSupport", "VirtioCore",
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // virtio-blk over VDUSE: the device model, a queue service per QueueWorker, VDUSEBlockDevice.
+        .target(name: "VDUSEBlk", dependencies: [
+            "VDUSEDevice", "BlockEngine", "VirtioBlk", "BlockBackends", "VirtioCore",
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // Driver side of split rings in ordinary memory, for tests, benchmarks and fuzzers.
         .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "SystemSupport", "CSys"]),
         .executableTarget(name: "vduse-blk", dependencies: [
-            "VDUSEDevice", "BlockBackends", "StandardBackends", "VirtioBlk", "ImageOverlay", "ZstdImage", "RemoteImage",
-            "SystemSupport",
+            "VDUSEBlk", "VDUSEDevice", "BlockBackends", "StandardBackends", "VirtioBlk", "ImageOverlay", "ZstdImage",
+            "RemoteImage", "SystemSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -93,8 +100,8 @@ let package = Package(
             "RemoteImage", "BlockBackends", "ImageOverlay", "ZstdImage", "CRemote", "SystemSupport", "TestSupport",
         ]),
         .testTarget(name: "BlockEngineTests", dependencies: [
-            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "ZstdImage",
-            "ImageOverlay", "SystemSupport", "CSys",
+            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "VDUSEBlk",
+            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys",
         ]),
         // The command line's validation (hostile arguments get a usage error, not a trap).
         .testTarget(name: "CLITests", dependencies: [
@@ -104,7 +111,8 @@ let package = Package(
         // Harnesses and invariants; fuzz-* are libFuzzer binaries when built by scripts/fuzz.sh and
         // input replayers otherwise; FuzzRegressionTests replays the corpora and every past finding.
         .target(name: "FuzzHarness", dependencies: [
-            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "CVDUSE", "CSys",
+            "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "VDUSEBlk",
+            "CVDUSE", "CSys",
             "ImageOverlay", "ZstdImage", "RemoteImage", "SystemSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -6,6 +6,7 @@ import CVDUSE
 import Glibc
 import Logging
 import Synchronization
+import VDUSEBlk
 import VDUSEDevice
 import VirtioBlk
 import VirtioCore
@@ -14,7 +15,8 @@ import VirtioDriverSim
 /// Fuzz target "control": the input is a sequence of `vduse_dev_request`
 /// blobs (status changes, IOTLB updates, GET_VQ_STATE, unknown types, short
 /// reads), decoded with `ControlMessage.decode` and answered by a real
-/// `DeviceController` whose real queue workers run on threads against a fake
+/// `DeviceController` serving the real virtio-blk model (`VirtioBlkDeviceModel`),
+/// whose real queue workers run on threads against a fake
 /// transport, interleaved with driver I/O, kernel-side IOTLB unmaps and
 /// failing transport calls. Checks:
 ///
@@ -66,8 +68,8 @@ public enum ControlFuzzer {
             _ = q
         }
         let transport = FuzzTransport(sizes: sizes, features: features, readyMask: ~input.u8() | 1)
-        let controller = try! DeviceController(transport: transport, parameters: parameters, backend: backend,
-                                               logger: logger)
+        let model = VirtioBlkDeviceModel(parameters: parameters, backend: backend, logger: logger)
+        let controller = try! DeviceController(transport: transport, model: model, logger: logger)
         var ops = 0
         var requestID: UInt32 = 1
         while !input.isAtEnd, ops < 48 {

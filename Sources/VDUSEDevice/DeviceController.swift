@@ -1,61 +1,52 @@
-import BlockBackends
-import BlockEngine
 import CSys
 import CVDUSE
 import Glibc
 import Logging
-import VirtioBlk
 import VirtioCore
 
-/// Answers control requests for one virtio-blk device: starts a worker per
-/// ready queue on DRIVER_OK, stops them on reset, pauses them around IOTLB
-/// changes, reports avail indices. Owns the per-queue backend handles, kick
-/// eventfds and workers. Used from the control thread only; never waits on
-/// backend I/O except to drain what is in flight when quiescing.
+/// Answers control requests for one VDUSE device of any virtio type: starts
+/// the device model's queue services on DRIVER_OK, stops them on reset,
+/// pauses them around IOTLB changes, reports avail indices. Owns the queue
+/// services (made by the model once, kept across resets), the kick eventfds,
+/// each running queue's guest-memory view and the `--bounce user` adoption.
+/// Used from the control thread only; never waits on the queues' I/O except
+/// to drain what is in flight when quiescing.
 public final class DeviceController<Transport: DeviceTransport>: @unchecked Sendable {
     final class QueueState {
-        let backend: any QueueBackend
+        let service: any VirtqueueService
         let kickFD: Int32
-        var worker: QueueWorker<Transport.Memory>?
+        var running = false
         var memory: Transport.Memory?
         var lastAvail: UInt16 = 0
 
-        init(backend: any QueueBackend, kickFD: Int32) {
-            self.backend = backend
+        init(service: any VirtqueueService, kickFD: Int32) {
+            self.service = service
             self.kickFD = kickFD
         }
     }
 
     public let transport: Transport
-    public let parameters: BlkDeviceParameters
-    public let pollMicros: Int
-    public let ringWait: Bool
-    /// Serve the bounce region from daemon pages (`--bounce user`).
-    public let userBounce: Bool
-    /// Waiting for the kernel's bounce region to appear (see `retryAfterMillis`).
-    var userBouncePending = false
-    /// Checks for it since DRIVER_OK; given up after `userBounceMaxChecks` (a minute).
-    var userBounceChecks = 0
-    public static var userBounceMaxChecks: Int { 3000 }
+    public let model: any VirtioDeviceModel
+    /// Serves the bounce region from daemon pages (`--bounce user`); nil when off.
+    public let bounceAdoption: UserBounceAdoption?
     let logger: Logger
     let queues: [QueueState]
     public private(set) var status: UInt8 = 0
     public private(set) var negotiatedFeatures: UInt64 = 0
 
-    public init(transport: Transport, parameters: BlkDeviceParameters, backend: any BlockBackendFactory,
-                pollMicros: Int = 0, ringWait: Bool = false, userBounce: Bool = false,
+    /// Makes every queue's service and kick eventfd (the model's errors
+    /// become `.attach("queue N: ...")`).
+    public init(transport: Transport, model: any VirtioDeviceModel, userBounce: Bool = false,
                 logger: Logger) throws(VDUSEError) {
         self.transport = transport
-        self.parameters = parameters
-        self.pollMicros = pollMicros
-        self.ringWait = ringWait
-        self.userBounce = userBounce
+        self.model = model
+        self.bounceAdoption = userBounce ? UserBounceAdoption(logger: logger) : nil
         self.logger = logger
         var qs: [QueueState] = []
-        for i in 0..<Int(parameters.numQueues) {
-            let handle: any QueueBackend
+        for i in 0..<model.queueCount {
+            let service: any VirtqueueService
             do {
-                handle = try backend.makeQueueBackend(queueIndex: i, depth: Int(parameters.queueSize))
+                service = try model.makeQueueService(index: i)
             } catch {
                 for q in qs { close(q.kickFD) }
                 throw .attach("queue \(i): \(error)")
@@ -65,7 +56,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                 for q in qs { close(q.kickFD) }
                 throw .ioctl(what: "eventfd", errno: -kick)
             }
-            qs.append(QueueState(backend: handle, kickFD: kick))
+            qs.append(QueueState(service: service, kickFD: kick))
         }
         queues = qs
     }
@@ -75,18 +66,21 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         for q in queues { close(q.kickFD) }
     }
 
-    /// Queues with a running worker.
-    public var runningQueues: Int { queues.filter { $0.worker != nil }.count }
+    /// Serve the bounce region from daemon pages (`--bounce user`).
+    public var userBounce: Bool { bounceAdoption != nil }
+
+    /// Queues with a running service.
+    public var runningQueues: Int { queues.filter { $0.running }.count }
 
     /// True when some queue stopped on a ring it could not trust.
-    public var needsReset: Bool { queues.contains { $0.worker?.control.needsReset ?? false } }
+    public var needsReset: Bool { queues.contains { $0.running && $0.service.needsReset } }
 
     public func handle(_ message: ControlMessage) -> ControlResponse {
         switch message {
         case .getVQState(let id, let q):
             guard Int(q) < queues.count else { return ControlResponse(requestID: id, ok: false) }
             let st = queues[Int(q)]
-            let avail = st.worker?.control.currentAvailIndex ?? st.lastAvail
+            let avail = st.running ? st.service.currentAvailIndex : st.lastAvail
             return ControlResponse(requestID: id, ok: true, vqState: (q, avail))
         case .setStatus(let id, let s):
             setStatus(s)
@@ -108,7 +102,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
         if s == 0 {
             stopQueues()
             negotiatedFeatures = 0
-            userBouncePending = false
+            bounceAdoption?.cancel()
         } else if s & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) != 0, old & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) == 0 {
             startQueues()
         }
@@ -122,92 +116,69 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
             return
         }
         logger.info("driver ready, features: \(VirtioFeature.names(negotiatedFeatures).joined(separator: " "))")
-        for (i, st) in queues.enumerated() where st.worker == nil {
+        let maxSize = model.maxQueueSize
+        for (i, st) in queues.enumerated() where !st.running {
             do {
                 let info = try transport.queueInfo(i)
                 guard info.ready else { continue }
                 let size = info.addresses.size
-                guard size > 0, size & (size - 1) == 0, size <= parameters.queueSize else {
-                    logger.error("queue \(i): driver chose size \(size) (max \(parameters.queueSize)); not started")
+                guard size > 0, size & (size - 1) == 0, size <= maxSize else {
+                    logger.error("queue \(i): driver chose size \(size) (max \(maxSize)); not started")
                     continue
                 }
                 try transport.attachKickFD(queue: i, fd: st.kickFD)
                 let memory = transport.makeMemory(queue: i)
-                let worker = try QueueWorker(
-                    config: QueueWorkerConfig(queueIndex: i, addresses: info.addresses, features: negotiatedFeatures,
-                                              startAvail: info.availIndex, pollMicros: pollMicros,
-                                              ringWait: ringWait),
-                    memory: memory, backend: st.backend, parameters: parameters, sink: transport.interruptSink,
-                    kickFD: st.kickFD, logger: logger)
+                try st.service.start(
+                    VirtqueueStart(queueIndex: i, addresses: info.addresses, features: negotiatedFeatures,
+                                   startAvail: info.availIndex, kickFD: st.kickFD,
+                                   interruptSink: transport.interruptSink),
+                    memory: memory)
                 st.memory = memory
-                st.worker = worker
-                worker.start()
+                st.running = true
             } catch {
                 logger.error("queue \(i): cannot start: \(error)")
             }
         }
         logger.info("\(runningQueues) queue(s) running")
-        userBounceChecks = 0
-        if userBounce { adoptUserBounce() }
+        if let adoption = bounceAdoption {
+            adoption.restartCount()
+            adoption.check(transport, pausingQueues: { withRunningQueuesPaused(invalidating: 0, last: .max, $0) })
+        }
     }
 
     /// How long the control loop may sleep before `retryPending()` has
     /// something to do (milliseconds; -1: until the next request).
-    public var retryAfterMillis: Int32 { userBouncePending ? 20 : -1 }
+    public var retryAfterMillis: Int32 { bounceAdoption?.retryAfterMillis ?? -1 }
 
     /// Work the control thread retries on a timer.
     public func retryPending() {
-        if userBouncePending { adoptUserBounce() }
+        guard let adoption = bounceAdoption, adoption.isPending else { return }
+        adoption.check(transport, pausingQueues: { withRunningQueuesPaused(invalidating: 0, last: .max, $0) })
     }
 
-    /// Moves the bounce region onto daemon pages once the kernel has one:
-    /// every worker pauses (no I/O in flight, no stale view of the kernel's
-    /// pages), the pages are registered (the kernel copies what is in use
-    /// into them), every view drops its mappings, and the workers resume.
-    func adoptUserBounce() {
-        userBouncePending = false
-        switch transport.userBounceState() {
-        case .registered: return
-        case .notYet:
-            userBounceChecks += 1
-            if userBounceChecks < Self.userBounceMaxChecks {
-                userBouncePending = true
-            } else {
-                logger.warning("--bounce user: no bounce region appeared within a minute of DRIVER_OK; keeping the kernel's bounce pages")
-            }
-        case .unsupported(let why): logger.warning("--bounce user: \(why); keeping the kernel's bounce pages")
-        case .ready(let bytes):
-            let running = queues.filter { $0.worker != nil }
-            for st in running { st.worker!.control.requestPause() }
-            for st in running { st.worker!.control.waitParked() }
-            do {
-                try transport.registerUserBounce(bytes: bytes)
-                logger.info("bounce region: \(bytes >> 20) MiB of daemon pages registered (VDUSE_IOTLB_REG_UMEM)")
-            } catch {
-                logger.warning("--bounce user: \(error); keeping the kernel's bounce pages")
-            }
-            for st in running { if let m = st.memory { transport.invalidate(m, start: 0, last: .max) } }
-            for st in running { st.worker!.control.resume() }
-        }
+    /// Parks every running queue (no I/O in flight), runs `body`, drops the
+    /// mappings of their views overlapping [start, last], and resumes them.
+    func withRunningQueuesPaused(invalidating start: UInt64, last: UInt64, _ body: () -> Void) {
+        let running = queues.filter { $0.running }
+        for st in running { st.service.requestPause() }
+        for st in running { st.service.waitParked() }
+        body()
+        for st in running { if let m = st.memory { transport.invalidate(m, start: start, last: last) } }
+        for st in running { st.service.resume() }
     }
 
-    /// Stops every worker (draining in-flight I/O) and drops their mappings.
+    /// Stops every queue (draining in-flight I/O) and drops their mappings.
     public func stopQueues() {
-        for (i, st) in queues.enumerated() {
-            guard let w = st.worker else { continue }
-            st.lastAvail = w.control.stop()
+        for (i, st) in queues.enumerated() where st.running {
+            st.lastAvail = st.service.stop()
             transport.detachKickFD(queue: i)
             if let m = st.memory { transport.invalidate(m, start: 0, last: .max) }
-            st.worker = nil
+            st.running = false
             st.memory = nil
         }
     }
 
     func updateIOTLB(start: UInt64, last: UInt64) {
-        let running = queues.filter { $0.worker != nil }
-        for st in running { st.worker!.control.requestPause() }
-        for st in running { st.worker!.control.waitParked() }
-        for st in running { if let m = st.memory { transport.invalidate(m, start: start, last: last) } }
-        for st in running { st.worker!.control.resume() }
+        withRunningQueuesPaused(invalidating: start, last: last) {}
     }
 }

@@ -1,4 +1,4 @@
-// libFuzzer target: VDUSE control messages through the real DeviceController. See Fuzz/README.md.
+// libFuzzer target: VDUSE control messages through the real DeviceController and virtio-blk model. See Fuzz/README.md.
 import FuzzHarness
 
 FuzzMain.run("control", ControlFuzzer.run)

@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import RemoteImage
 import StandardBackends
+import VDUSEBlk
 import VDUSEDevice
 import VirtioBlk
 

@@ -2,6 +2,7 @@ import BlockBackends
 import CVDUSE
 import Glibc
 import Logging
+import VDUSEBlk
 import VDUSEDevice
 import VirtioBlk
 import VirtioCore
@@ -71,7 +72,8 @@ final class ControllerTests: XCTestCase {
         let t = SimulatedTransport(queues: queues, size: 32, features: params.offeredFeatures)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let c = try DeviceController(transport: t, parameters: params, backend: backend, ringWait: ringWait, logger: logger)
+        let model = VirtioBlkDeviceModel(parameters: params, backend: backend, ringWait: ringWait, logger: logger)
+        let c = try DeviceController(transport: t, model: model, logger: logger)
         return (c, t)
     }
 
@@ -198,8 +200,9 @@ final class ControllerTests: XCTestCase {
         t.bounceStates = [.notYet, .notYet, .ready(bytes: 64 << 20)]
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let c = try DeviceController(transport: t, parameters: params, backend: try MemoryBackendFactory(capacityBytes: 4 << 20),
-                                     userBounce: true, logger: logger)
+        let model = VirtioBlkDeviceModel(parameters: params, backend: try MemoryBackendFactory(capacityBytes: 4 << 20),
+                                         logger: logger)
+        let c = try DeviceController(transport: t, model: model, userBounce: true, logger: logger)
         XCTAssertEqual(c.retryAfterMillis, -1, "nothing to retry before DRIVER_OK")
         _ = c.handle(.setStatus(requestID: 1, status: 0x0f))
         XCTAssertEqual(c.runningQueues, 2)
@@ -231,8 +234,9 @@ final class ControllerTests: XCTestCase {
         // A reset before the region appears stops the retries.
         let t2 = SimulatedTransport(queues: 1, size: 32, features: params.offeredFeatures)
         t2.bounceStates = [.notYet]
-        let c2 = try DeviceController(transport: t2, parameters: params, backend: try MemoryBackendFactory(capacityBytes: 4 << 20),
-                                      userBounce: true, logger: logger)
+        let model2 = VirtioBlkDeviceModel(parameters: params, backend: try MemoryBackendFactory(capacityBytes: 4 << 20),
+                                          logger: logger)
+        let c2 = try DeviceController(transport: t2, model: model2, userBounce: true, logger: logger)
         _ = c2.handle(.setStatus(requestID: 1, status: 0x0f))
         XCTAssertEqual(c2.retryAfterMillis, 20)
         _ = c2.handle(.setStatus(requestID: 2, status: 0))
@@ -244,7 +248,7 @@ final class ControllerTests: XCTestCase {
             c2.retryPending()
             checks += 1
         }
-        XCTAssertEqual(checks, DeviceController<SimulatedTransport>.userBounceMaxChecks)
+        XCTAssertEqual(checks, UserBounceAdoption.maxChecks)
         XCTAssertNil(t2.registeredBounce)
         _ = c2.handle(.setStatus(requestID: 6, status: 0))
         // Unsupported (vhost-vdpa, old kernel): a warning, no retries.
