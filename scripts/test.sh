@@ -13,6 +13,9 @@ if ! command -v swift >/dev/null && [[ -r /etc/profile.d/swift.sh ]]; then sourc
 if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then export PATH=/opt/swift/usr/bin:$PATH; fi
 bash scripts/setup-host.sh
 
+echo "== no unsafe flags (SwiftPM refuses them in a versioned dependency)"
+if grep -n 'unsafeFlags' Package.swift; then echo "Package.swift must not use unsafeFlags"; exit 1; fi
+
 echo "== release build"
 log=$(mktemp)
 swift build -c release 2>&1 | tee "$log" | tail -n 3
@@ -20,6 +23,9 @@ if grep -E '(warning|error):' "$log" | grep -v 'Source files for' | grep -q .; t
   echo "release build has warnings or errors:"; grep -E '(warning|error):' "$log" | sort -u; exit 1
 fi
 rm -f "$log"
+
+echo "== example package (a backend outside Sources, depending on this package by path)"
+(cd examples/ramdisk-backend && swift build 2>&1 | tail -n 1 && .build/debug/ramdisk-backend --self-test)
 
 echo "== unit and simulated-driver tests"
 swift test --disable-swift-testing 2>&1 | tail -n 40

@@ -68,7 +68,7 @@ public final class Overlay: @unchecked Sendable {
     /// Opens the overlay at `path` over `baseImage`, creating it if missing.
     public static func open(path: String, base baseImage: OverlayBase) throws(ImageError) -> Overlay {
         if access(path, F_OK) != 0 { try create(path: path, base: baseImage) }
-        let file = try PosixFile.open(path, flags: O_RDWR)
+        let file = try PosixFile.openImage(path, flags: O_RDWR)
         if flock(file.fd, LOCK_EX | LOCK_NB) != 0 {
             if errno == EWOULDBLOCK { throw .overlayBusy(path: path) }
             throw .io(what: "flock \(path)", errno: errno)

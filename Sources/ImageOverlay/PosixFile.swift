@@ -25,6 +25,24 @@ public final class PosixFile: @unchecked Sendable {
         }
     }
 
+    /// Opens an image (or overlay) file without ever blocking: non-blocking,
+    /// then anything but a regular file or a block device (a FIFO, a socket,
+    /// a directory) is refused by name before it is read, and the descriptor
+    /// is made blocking again for ordinary I/O.
+    public static func openImage(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(ImageError) -> PosixFile {
+        let file = try open(path, flags: flags | O_NONBLOCK, mode: mode)
+        var st = stat()
+        guard fstat(file.fd, &st) == 0 else { throw .io(what: "fstat \(path)", errno: errno) }
+        let type = st.st_mode & S_IFMT
+        guard type == S_IFREG || type == S_IFBLK else {
+            let what = type == S_IFIFO ? "a FIFO" : type == S_IFSOCK ? "a socket" : type == S_IFCHR ? "a character device"
+                : type == S_IFDIR ? "a directory" : "not a file"
+            throw .invalidArgument("\(path) is \(what), not a regular file or a block device")
+        }
+        _ = fcntl(file.fd, F_SETFL, fcntl(file.fd, F_GETFL) & ~O_NONBLOCK)
+        return file
+    }
+
     deinit { close(fd) }
 
     /// Bytes in the file (regular files and block devices).

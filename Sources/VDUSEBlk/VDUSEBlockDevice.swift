@@ -1,6 +1,6 @@
 @_exported import BlockBackends
 import Glibc
-import Logging
+@_exported import Logging
 @_exported import VDUSEDevice
 @_exported import VirtioBlk
 

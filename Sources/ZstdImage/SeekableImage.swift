@@ -32,7 +32,7 @@ public final class SeekableImage: Sendable {
 
     /// Opens and validates the image at `path`.
     public static func open(path: String) throws(ImageError) -> SeekableImage {
-        try open(source: FileByteSource(file: PosixFile.open(path, flags: O_RDONLY)))
+        try open(source: FileByteSource(file: PosixFile.openImage(path, flags: O_RDONLY)))
     }
 
     /// Opens and validates the image held by `source` (reads its header and seek table).

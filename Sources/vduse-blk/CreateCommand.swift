@@ -105,12 +105,8 @@ struct CreateCommand: ParsableCommand {
     }
 
     func serve(logger: Logger) throws {
-        // Signals are taken synchronously by this thread; block them before any thread starts.
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        sigaddset(&set, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
+        // Signals are taken by one thread; blocked before any other thread starts.
+        let signals = ShutdownSignals()
 
         // Fail on a missing VDUSE before touching (or creating) the image.
         do { _ = try VDUSEControl() } catch { throw CLIFailure(message: error.description) }
@@ -146,6 +142,7 @@ struct CreateCommand: ParsableCommand {
         }
 
         let device: VDUSEBlockDevice
+        signals.arm()
         do {
             device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
                                           pollMicros: pollMicros, ringWait: wait == "ring",
@@ -162,8 +159,7 @@ struct CreateCommand: ParsableCommand {
         }
         let publisher = factory.statistics() == nil ? nil : StatsPublisher(source: factory, name: name)
         publisher?.start()
-        var sig: Int32 = 0
-        sigwait(&set, &sig)
+        let sig = signals.wait()
         logger.info("signal \(sig): shutting down")
         device.shutdown()
         publisher?.stop()

@@ -28,6 +28,20 @@ final class SpecAndCacheTests: XCTestCase {
         }
     }
 
+    /// A FIFO as image or overlay is refused at once (it used to block in open or read).
+    func testFifoImageAndOverlayAreRefusedWithoutBlocking() throws {
+        let dir = try TempDir()
+        let fifo = dir.file("fifo")
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        XCTAssertThrowsError(try ZstdBackendFactory.open(ZstdBackendSpec(image: fifo))) { e in
+            XCTAssertTrue("\(e)".contains("is a FIFO"), "\(e)")
+        }
+        let zst = try packImage(makeRawImage(size: 64 << 10, seed: 3), in: dir)
+        XCTAssertThrowsError(try ZstdBackendFactory.open(ZstdBackendSpec(image: zst, overlay: fifo))) { e in
+            XCTAssertTrue("\(e)".contains("is a FIFO"), "\(e)")
+        }
+    }
+
     func testFactoryOpenNamesTheImageInItsError() throws {
         let dir = try TempDir(label: "zstd")
         try writeFile(dir.file("junk"), [UInt8](repeating: 7, count: 4096))
