@@ -78,6 +78,7 @@ let package = Package(
         .target(name: "CMallocCounter"),
         .executableTarget(name: "engine-bench", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "CMallocCounter", "CSys", "SystemSupport",
+            "ZstdImage",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim", "BlockBackends", "SystemSupport"]),
