@@ -85,6 +85,7 @@ let package = Package(
         .target(name: "CMallocCounter"),
         .executableTarget(name: "engine-bench", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "CMallocCounter", "CSys", "SystemSupport",
+            "ZstdImage",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // One copy of what the backend tests share: temp directories, aligned buffers, byte

@@ -7,7 +7,7 @@ import Glibc
 /// superblock, both allocation-map slots with their header, page checksum
 /// table and map pages, slot choice, bits past the end), then guest I/O
 /// through the opened overlay (`write`, `zero`, `readMerged`), `flush` and a
-/// reopen. The file is a valid overlay made by `Overlay.open` itself for a
+/// reopen, or a crash (no final flush) and a reopen that replays the map journal. The file is a valid overlay made by `Overlay.open` itself for a
 /// small base (1 MiB, 4 MiB, 3 MiB + 512, or 16 MiB + 64 KiB: two map
 /// pages), fresh or after two flushes of written data, which the input then
 /// damages; unless told not to, the harness recomputes the checksums behind
@@ -16,7 +16,8 @@ import Glibc
 /// Input: flags (bit 0 keep the superblock checksum, bit 1 keep the slot
 /// header and table checksums, bit 2 keep the page checksums, bit 3 raw: a
 /// u16 length and that many bytes replace the file's start, bits 4-5 the
-/// base size, bit 6 the written template), then up to 31 patches (op byte:
+/// base size, bit 6 the written template, bit 7 crash instead of the final
+/// flush), then up to 31 patches (op byte:
 /// 0 a byte, 1 a u64, 2 a u32, 3 resize the file; a u16 offset; the value),
 /// then up to 15 I/O operations (op byte mod 4: write, zero, read, flush).
 ///
@@ -25,7 +26,8 @@ import Glibc
 /// negated errno and only ask the base for ranges inside the extent, never
 /// for sectors written in this run; what was written (or zeroed) in this run
 /// reads back exactly, before and after the reopen; `flush()` succeeds, and
-/// a reopen sees the same number of allocated sectors.
+/// a reopen sees the same number of allocated sectors. After a crash too:
+/// every completed write or zero reads back (the map journal keeps them).
 public enum OverlayFuzzer {
     static let path: String = {
         var template = Array((access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp").utf8CString.dropLast())
@@ -169,12 +171,19 @@ public enum OverlayFuzzer {
                 }
             }
             fuzzCheck(!overlay.mapHasBitsPastEnd, "map bits past the end after I/O")
-            let rc = overlay.flush()
-            if rc == -EOVERFLOW { return }
-            fuzzCheck(rc == 0, "flush failed: \(rc)")
+            if flags & 0x80 != 0 {
+                // A daemon crash: no final flush, the journal must carry every completed op.
+                // (Past the last generation no slot can take the replay: the reopen fails.)
+                if overlay.generation >= MapSlotHeader.generationLimit - 1 && !shadow.isEmpty { return }
+                overlay.abandoned.store(true, ordering: .relaxed)
+            } else {
+                let rc = overlay.flush()
+                if rc == -EOVERFLOW { return }
+                fuzzCheck(rc == 0, "flush failed: \(rc)")
+            }
             allocated = overlay.allocatedSectors
         }
-        // The overlay is gone (its lock with it): reopen what the flush left.
+        // The overlay is gone (its lock with it): reopen what the flush (or the journal) left.
         let again: Overlay
         do { again = try Overlay.open(path: path, base: base(capacity)) } catch {
             return fuzzCheck(false, "flushed overlay does not reopen: \(error)")
@@ -222,7 +231,11 @@ public enum OverlayFuzzer {
                 put(&bytes, h + 56, hash(bytes, h..<(h + 56)), 8)
             }
         }
-        if flags & 1 == 0 { put(&bytes, 88, hash(bytes, 0..<88), 8) }
+        if flags & 1 == 0 {
+            // Version 1 (upgraded on open) keeps its checksum at 88, version 2 at 104.
+            let checked = bytes[8] == 1 && bytes[9] == 0 && bytes[10] == 0 && bytes[11] == 0 ? 88 : 104
+            put(&bytes, checked, hash(bytes, 0..<checked), 8)
+        }
     }
 
     static func writeFile(_ bytes: [UInt8], size: Int) -> Bool {

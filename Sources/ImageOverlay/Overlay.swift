@@ -14,7 +14,12 @@ import Synchronization
 /// data, then writes the snapshot into the older of two map slots (generation
 /// + 1, per-page and header checksums) and fdatasyncs again. A slot torn by a
 /// crash fails its checksums on open and the other, older slot is used.
-/// Everything below `flushLock` is guarded by it; the map is lock-free.
+/// Between flushes, every write that sets new map bits first appends a record
+/// to the map journal (`OverlayJournal`, one pwrite into the page cache), so a
+/// daemon crash loses no completed write: open applies the records on top of
+/// the newest slot.
+/// Everything below `flushLock` is guarded by it; the map and the journal's
+/// write path are lock-free.
 public final class Overlay: @unchecked Sendable {
     public let path: String
     public let file: PosixFile
@@ -26,6 +31,11 @@ public final class Overlay: @unchecked Sendable {
     public let dataWritten = Atomic<Bool>(false)
     /// Skip the final flush on deinit (tests simulating a crash).
     public let abandoned = Atomic<Bool>(false)
+    /// The superblock version the file had when opened (1: upgraded to 2 by this open).
+    public let openedVersion: UInt32
+    /// Journal records applied by this open (written after the last flush by a process that did not flush again).
+    public let replayedRecords: Int
+    let journal: OverlayJournal
 
     private let flushLock = Monitor()
     private var generations: [UInt64]
@@ -45,7 +55,8 @@ public final class Overlay: @unchecked Sendable {
     private let punchHoleWorks = Atomic<Bool>(true)
 
     private init(path: String, file: PosixFile, layout: OverlayLayout, map: OverlayMap,
-                 generations: [UInt64], tables: [[UInt64]], recoveryNote: String?) {
+                 generations: [UInt64], tables: [[UInt64]], recoveryNote: String?, journal: OverlayJournal,
+                 openedVersion: UInt32, replayedRecords: Int) {
         self.path = path
         self.file = file
         self.layout = layout
@@ -53,6 +64,9 @@ public final class Overlay: @unchecked Sendable {
         self.generations = generations
         self.tables = tables
         self.recoveryNote = recoveryNote
+        self.journal = journal
+        self.openedVersion = openedVersion
+        self.replayedRecords = replayedRecords
         staging = .allocate(byteCount: max(1, layout.pageCount) * OverlayLayout.blockSize, alignment: 4096)
         stagedPages = .allocate(capacity: max(1, layout.pageCount))
         headerBuffer = .allocate(byteCount: layout.slotHeaderRegion, alignment: 4096)
@@ -87,6 +101,8 @@ public final class Overlay: @unchecked Sendable {
         guard size >= layout.dataOffset else {
             throw .overlayCorrupt("\(path) is \(size) bytes, its map slots end at \(layout.dataOffset)")
         }
+        // Version 2 adds the journal after the data area; a version 1 file
+        // gains it here (holes: no records) and its superblock is upgraded below.
         if size < layout.fileSize { try file.truncate(to: layout.fileSize) }
 
         let map = OverlayMap(sectorCount: layout.capacity / OverlayLayout.sectorSize, pageCount: layout.pageCount)
@@ -120,8 +136,56 @@ public final class Overlay: @unchecked Sendable {
         generations[chosen.0] = chosen.1.generation
         var tables = [[UInt64]](repeating: [UInt64](repeating: 0, count: layout.pageCount), count: 2)
         tables[chosen.0] = chosen.1.table
-        return Overlay(path: path, file: file, layout: layout, map: map, generations: generations, tables: tables,
-                       recoveryNote: note)
+
+        // The journal: records of this boot not covered by the chosen slot.
+        // Epoch c + 1 was live when the process stopped, c + 2 too if it
+        // stopped inside a flush (whose slot c + 1 then may be torn). Bits are
+        // only ever set, so the order of the records does not matter. A newer
+        // epoch cannot come from this file's history (its slot would be intact):
+        // such a record is not applied, but the slot written below outnumbers it.
+        let newest = chosen.1.generation
+        let key = OverlayJournal.currentBootKey
+        var replayed = 0, highest: UInt64 = 0
+        if superblock.version >= 2 {
+            try OverlayJournal.scan(file, layout: layout, key: key) { record in
+                guard record.epoch > newest else { return }  // covered by the slot
+                if record.epoch <= newest + 2 {
+                    map.set(from: record.first, count: record.count)
+                    replayed += 1
+                } else if record.epoch >= MapSlotHeader.generationLimit {
+                    return  // no slot could outnumber it, and none ever precedes it
+                }
+                highest = max(highest, record.epoch)
+            }
+        } else {
+            try upgrade(file, superblock: superblock)
+        }
+        let journal = OverlayJournal(layout: layout, key: key, epoch: newest + 1)
+        let overlay = Overlay(path: path, file: file, layout: layout, map: map, generations: generations, tables: tables,
+                              recoveryNote: note, journal: journal, openedVersion: superblock.version,
+                              replayedRecords: replayed)
+        if highest > 0 {
+            // Make what the records say durable in a slot that outnumbers every
+            // record, before this process appends any (it starts with the half
+            // the records are in).
+            let rc = overlay.flushLocked(force: true, minimumGeneration: highest)
+            if rc != 0 {
+                overlay.abandoned.store(true, ordering: .relaxed)
+                throw .io(what: "flush \(path) after applying its map journal", errno: -rc)
+            }
+        }
+        return overlay
+    }
+
+    /// Rewrites a version 1 superblock as version 2 (the journal region, past
+    /// the old end of the file, reads as zeroes: empty). One 4 KiB write at
+    /// offset 0 whose checked bytes lie in the first 512-byte sector.
+    private static func upgrade(_ file: PosixFile, superblock: OverlaySuperblock) throws(ImageError) {
+        var upgraded = superblock
+        upgraded.version = OverlaySuperblock.version
+        try file.sync()  // the longer file first
+        try file.write(upgraded.encoded(), at: 0)
+        try file.sync()
     }
 
     private static func reason(_ r: Result<MapSlotHeader, MapSlotDamage>) -> String {
@@ -171,7 +235,7 @@ public final class Overlay: @unchecked Sendable {
         let file = try PosixFile.open(partial, flags: O_RDWR | O_CREAT | O_TRUNC)
         do throws(ImageError) {
             try file.write(superblock.encoded(), at: 0)
-            try file.truncate(to: layout.fileSize)
+            try file.truncate(to: layout.fileSize)  // data area and journal: holes
             let zeroPage = XXH64.hash([UInt8](repeating: 0, count: OverlayLayout.blockSize))
             let table = [UInt64](repeating: zeroPage, count: layout.pageCount)
             // Both slots valid from the start (the pages are holes: zeroes).
@@ -192,12 +256,23 @@ public final class Overlay: @unchecked Sendable {
     public func flush() -> Int32 {
         flushLock.lock()
         defer { flushLock.unlock() }
-        let mapChanged = map.changed.exchange(false, ordering: .acquiringAndReleasing)
+        return flushLocked(force: false)
+    }
+
+    /// `flush()` under the lock. `force` writes a map slot even when nothing
+    /// changed (to start a fresh journal half); the slot's generation is at
+    /// least `minimumGeneration`.
+    private func flushLocked(force: Bool, minimumGeneration: UInt64 = 0) -> Int32 {
+        let mapChanged = map.changed.exchange(false, ordering: .acquiringAndReleasing) || force
         let hadData = dataWritten.exchange(false, ordering: .acquiringAndReleasing)
         guard mapChanged || hadData else { return 0 }
         let target = generations[0] <= generations[1] ? 0 : 1
+        let generation = max(max(generations[0], generations[1]) + 1, minimumGeneration)
         var staged = 0
         if mapChanged {
+            // New records go to the other half, for the slot after this one;
+            // writers still in the old half finish setting their bits first.
+            journal.begin(epoch: generation + 1)
             // Snapshot before syncing the data: every bit in the snapshot covers
             // data written before the fdatasync below.
             for p in 0..<layout.pageCount where map.takeDirty(page: p, slot: target) {
@@ -208,7 +283,7 @@ public final class Overlay: @unchecked Sendable {
         }
         var rc = file.syncData()
         if rc == 0 && mapChanged {
-            rc = writeSlot(target, staged: staged)
+            rc = writeSlot(target, staged: staged, generation: generation)
         }
         if rc != 0 {
             // Try everything again next time.
@@ -222,7 +297,7 @@ public final class Overlay: @unchecked Sendable {
     }
 
     /// Writes the staged pages, then the header and table, into slot `target`, and syncs.
-    private func writeSlot(_ target: Int, staged: Int) -> Int32 {
+    private func writeSlot(_ target: Int, staged: Int, generation: UInt64) -> Int32 {
         for i in 0..<staged {
             let p = Int(stagedPages[i])
             let page = staging + i * OverlayLayout.blockSize
@@ -230,7 +305,6 @@ public final class Overlay: @unchecked Sendable {
             let n = file.writeFully(page, count: OverlayLayout.blockSize, at: layout.pageOffset(slot: target, page: p))
             if n < 0 { return Int32(n) }
         }
-        let generation = max(generations[0], generations[1]) + 1
         // Only an overlay opened at generation 2^48 - 1 gets here (a crafted
         // one): fail the flush rather than write a slot no open accepts.
         guard generation < MapSlotHeader.generationLimit else { return -EOVERFLOW }
@@ -271,16 +345,45 @@ public final class Overlay: @unchecked Sendable {
             }
         }
         guard rc == 0 else { return rc }
-        dataWritten.store(true, ordering: .releasing)
-        map.set(from: offset / OverlayLayout.sectorSize, count: length / OverlayLayout.sectorSize)
-        return 0
+        return noteWritten(offset: offset, length: length)
     }
 
-    /// Marks `[offset, offset + length)` written (after the data went to the file).
-    public func noteWritten(offset: UInt64, length: UInt64) {
+    /// Marks `[offset, offset + length)` written, after the data went to the
+    /// file and before the op completes: 0, or a negated errno (the bits were
+    /// not set then: the sectors keep reading as before, or as the new data).
+    ///
+    /// Sectors already allocated need nothing (whoever set their bits wrote
+    /// a record first, or a map slot holds them). Otherwise a journal record
+    /// goes to the page cache first, then the bits are set; a full journal
+    /// forces a map flush (which starts the other half) and a retry.
+    public func noteWritten(offset: UInt64, length: UInt64) -> Int32 {
         dataWritten.store(true, ordering: .releasing)
-        map.set(from: offset / OverlayLayout.sectorSize, count: length / OverlayLayout.sectorSize)
+        let first = offset / OverlayLayout.sectorSize, count = length / OverlayLayout.sectorSize
+        if count == 0 || map.allSet(from: first, count: count) { return 0 }
+        while true {
+            if let ticket = journal.reserve() {
+                let rc = journal.append(ticket, first: first, count: count, fd: file.fd)
+                if rc == 0 { map.set(from: first, count: count) }
+                journal.release(ticket)
+                return rc
+            }
+            let rc = flushForFullJournal()
+            if rc != 0 { return rc }
+        }
     }
+
+    /// The live journal half is full: a flush that writes a map slot and moves
+    /// to the other half, unless another writer's flush did so meanwhile.
+    private func flushForFullJournal() -> Int32 {
+        flushLock.lock()
+        defer { flushLock.unlock() }
+        guard journal.isFull else { return 0 }
+        journalForcedFlushes.wrappingAdd(1, ordering: .relaxed)
+        return flushLocked(force: true)
+    }
+
+    /// Flushes forced by a full journal (statistics, tests).
+    public let journalForcedFlushes = Atomic<Int>(0)
 
     /// For fuzz-overlay: sectors the map covers, and whether it marks any past them.
     @_spi(Fuzzing) public var mapSectorCount: UInt64 { map.sectorCount }

@@ -42,8 +42,8 @@ extension Overlay {
         let rc = cursor.transfer(write: true, fd: file.fd, fileOffset: layout.dataOffset + offset,
                                  length: Int(total), scratch: scratch, scratchCount: scratchCount)
         if rc < 0 { return rc }
-        noteWritten(offset: offset, length: total)
-        return Int32(total)
+        let noted = noteWritten(offset: offset, length: total)
+        return noted < 0 ? noted : Int32(total)
     }
 
     /// DISCARD / WRITE_ZEROES of an in-range extent: 0, or a negated errno.

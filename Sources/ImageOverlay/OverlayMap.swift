@@ -65,6 +65,21 @@ public final class OverlayMap: @unchecked Sendable {
         return (allocated, min(limit, length))
     }
 
+    /// Whether all `count` sectors from `sector` are allocated.
+    @inline(__always)
+    public func allSet(from sector: UInt64, count: UInt64) -> Bool {
+        var s = sector
+        let end = sector + count
+        while s < end {
+            let bit = s & 63
+            let n = min(64 - bit, end - s)
+            let mask = n == 64 ? UInt64.max : ((UInt64(1) << n) - 1) << bit
+            if words[Int(s >> 6)].load(ordering: .acquiring) & mask != mask { return false }
+            s += n
+        }
+        return true
+    }
+
     /// Marks `count` sectors from `sector` allocated (call after their data is written).
     public func set(from sector: UInt64, count: UInt64) {
         var s = sector

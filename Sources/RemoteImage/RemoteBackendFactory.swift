@@ -132,8 +132,11 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
         prefetcher = nil
         store.stopFetchers()
         store.persist()
-        _ = overlay?.flush()
+        if overlay?.abandoned.load(ordering: .relaxed) != true { _ = overlay?.flush() }
     }
+
+    /// Drops the overlay's final flush: the next close behaves like a crash (tests).
+    func simulateCrashOnClose() { overlay?.abandoned.store(true, ordering: .relaxed) }
 
     /// Opens the backend a parsed remote spec describes; a failure carries
     /// the remote error beneath it.

@@ -3,6 +3,12 @@
 // threads over a null backend or a file backend on tmpfs, and the benchmark
 // reports requests/s, requests per CPU-second of the queue threads, and heap
 // allocations per request (malloc is interposed by CMallocCounter).
+//
+// Backend "zstd-ovl": a zstd image of zeroes with an overlay, both on tmpfs
+// (writes only). "write" rewrites the same sectors every round (their map
+// bits are set after the first: the steady state); "fresh-write" moves every
+// round to sectors never written before, so every write sets new map bits
+// (the overlay's worst case: each write also journals its range).
 import BlockBackends
 import BlockEngine
 import CMallocCounter
@@ -12,6 +18,7 @@ import Logging
 import VirtioBlk
 import VirtioCore
 import VirtioDriverSim
+import ZstdImage
 
 struct Scenario {
     var backend: String
@@ -19,8 +26,10 @@ struct Scenario {
     var batch: Int
     var queues: Int
     var write: Bool
+    /// Writes move to never-written sectors every round.
+    var fresh = false
     var label: String {
-        "\(backend) \(write ? "write" : "read") \(requestSize / 1024)k batch=\(batch) queues=\(queues)"
+        "\(backend) \(write ? (fresh ? "fresh-write" : "write") : "read") \(requestSize / 1024)k batch=\(batch) queues=\(queues)"
     }
 }
 
@@ -56,12 +65,34 @@ final class QueueDriver: @unchecked Sendable {
     let driver: SimulatedDriver
     var heads: [UInt16] = []
     var completed = 0
+    /// Fresh writes: where each request's header lives, the next sector to use, the stride and the end.
+    var headers: [UnsafeMutableRawPointer] = []
+    var nextSector: UInt64 = 0
+    let stride: UInt64
+    let capacitySectors: UInt64
 
-    init(memory: SimulatedGuestMemory, queueSize: UInt16, scenario s: Scenario, queueIndex: Int) {
+    init(memory: SimulatedGuestMemory, queueSize: UInt16, scenario s: Scenario, queueIndex: Int, capacity: UInt64) {
         driver = SimulatedDriver(memory: memory, size: queueSize, eventIdx: true)
         let builder = BlkRequestBuilder(driver: driver)
+        let sectorsPerRequest = UInt64(s.requestSize / 512)
+        stride = UInt64(s.queues) * sectorsPerRequest
+        capacitySectors = capacity / 512
+        nextSector = UInt64(queueIndex) * sectorsPerRequest
         for i in 0..<s.batch {
             let sector = UInt64((queueIndex * s.batch + i) * s.requestSize / 512) % (200 << 11)
+            if s.fresh {
+                // builder.write, keeping the header's address so each round can move it.
+                let h = builder.header(type: BlkRequestType.write, sector: sector)
+                let data = memory.allocate(UInt64(s.requestSize), alignment: 512)
+                memory.write([UInt8](repeating: 0xa5, count: s.requestSize), at: data)
+                let st = builder.status()
+                let head = driver.add([SimBuffer(iova: h, length: 16, writable: false),
+                                       SimBuffer(iova: data, length: UInt32(s.requestSize), writable: false),
+                                       SimBuffer(iova: st, length: 1, writable: true)], indirect: false)
+                heads.append(head!)
+                headers.append(memory.pointer(h))
+                continue
+            }
             let r = s.write ? builder.write(sector: sector, bytes: [UInt8](repeating: 0xa5, count: s.requestSize))
                 : builder.read(sector: sector, length: UInt32(s.requestSize))
             heads.append(r!.head)
@@ -79,6 +110,11 @@ final class QueueDriver: @unchecked Sendable {
     func run(until deadline: UInt64) {
         let batch = heads.count
         while monotonicNanos() < deadline {
+            for p in headers {
+                p.storeBytes(of: nextSector.littleEndian, toByteOffset: 8, as: UInt64.self)
+                nextSector += stride
+                if nextSector >= capacitySectors { nextSector %= stride }
+            }
             for h in heads { driver.resubmit(head: h) }
             driver.requestInterrupt(afterUsed: UInt16(batch - 1))
             driver.publish()
@@ -102,18 +138,24 @@ func monotonicNanos() -> UInt64 {
 }
 
 func run(_ s: Scenario, seconds: Double) throws -> Result {
-    let capacity: UInt64 = 256 << 20
+    var capacity: UInt64 = 256 << 20
     let factory: any BlockBackendFactory
     let path = "/dev/shm/vduse-engine-bench.img"
+    let overlayPath = "/dev/shm/vduse-engine-bench.overlay"
     if s.backend == "null" {
         factory = try NullBackendFactory(capacityBytes: capacity)
+    } else if s.backend == "zstd-ovl" {
+        // Fresh writes need room: 4 GiB of never-written sectors (sparse on tmpfs).
+        capacity = s.fresh ? 4 << 30 : capacity
+        factory = try zstdOverlayFactory(capacity: capacity, image: path, overlay: overlayPath)
     } else {
         factory = try FileBackendFactory(path: path, size: capacity, engine: FileEngine(rawValue: s.backend) ?? .uring)
     }
-    defer { if s.backend != "null" { unlink(path) } }
+    defer { if s.backend != "null" { unlink(path); unlink(overlayPath) } }
     let queueSize: UInt16 = 256
     let memory = SimulatedGuestMemory(iova: 0x1_0000_0000, size: UInt64(s.queues) * UInt64(s.batch * (s.requestSize + 64) + 65536) + (1 << 20))
-    let drivers = (0..<s.queues).map { QueueDriver(memory: memory, queueSize: queueSize, scenario: s, queueIndex: $0) }
+    let drivers = (0..<s.queues).map { QueueDriver(memory: memory, queueSize: queueSize, scenario: s, queueIndex: $0,
+                                                    capacity: capacity) }
     let params = BlkDeviceParameters(capacityBytes: capacity, numQueues: UInt16(s.queues), queueSize: queueSize)
     let sink = CountingInterruptSink(queues: s.queues)
     var logger = Logger(label: "bench")
@@ -162,6 +204,21 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
                   allocationsPerRequest: Double(allocs) / Double(max(n, 1)))
 }
 
+/// A zstd image of `capacity` zero bytes (1 MiB chunks) with a fresh overlay, both at the given paths.
+func zstdOverlayFactory(capacity: UInt64, image: String, overlay: String) throws -> any BlockBackendFactory {
+    let raw = image + ".raw"
+    unlink(overlay)
+    let fd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0, ftruncate(fd, off_t(capacity)) == 0 else { throw BenchError.setup("cannot make \(raw)") }
+    close(fd)
+    defer { unlink(raw) }
+    _ = try ImagePacker.pack(raw: raw, output: image,
+                             options: PackOptions(chunkSize: 1 << 20, level: 1, threads: 2, overwrite: true))
+    return try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlay, cacheBytes: 8 << 20))
+}
+
+enum BenchError: Error { case setup(String) }
+
 /// The end of a measured window, set after the driver threads exist.
 final class DeadlineBox: @unchecked Sendable {
     var value: UInt64 = 0
@@ -195,6 +252,11 @@ for backend in ["null", "uring"] {
     }
 }
 scenarios.append(Scenario(backend: "uring", requestSize: 4096, batch: 32, queues: 1, write: true))
+for queues in [1, 2] {
+    for fresh in [false, true] {
+        scenarios.append(Scenario(backend: "zstd-ovl", requestSize: 4096, batch: 32, queues: queues, write: true, fresh: fresh))
+    }
+}
 if let f = filter { scenarios = scenarios.filter { $0.label.contains(f) } }
 
 func pad(_ s: String, _ n: Int, left: Bool = false) -> String {

@@ -144,6 +144,28 @@ final class RemoteBackendTests: XCTestCase {
         XCTAssertEqual(Array(served), image, "the served object is untouched")
     }
 
+    /// A daemon crash (no final flush; the page cache survives): every write
+    /// that completed reads back after the restart (the overlay's map journal).
+    func testOverlayKeepsCompletedWritesAcrossACrashWithoutFlush() throws {
+        let overlay = "\(cacheDir)/disk.overlay"
+        let flushed = patternBytes(4096, seed: 5), unflushed = patternBytes(8192, seed: 6)
+        do {
+            let f = try open(nginx.url("disk.img"), ["overlay=\(overlay)"])
+            let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+            XCTAssertEqual(q.write(0, flushed), 4096)
+            XCTAssertEqual(q.flush(), 0)
+            XCTAssertEqual(q.write(1 << 20, unflushed), 8192)
+            f.simulateCrashOnClose()
+            f.shutdown()
+        }
+        let f = try open(nginx.url("disk.img"), ["overlay=\(overlay)"])
+        defer { f.shutdown() }
+        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        XCTAssertTrue(q.read(0, 4096).1 == flushed)
+        XCTAssertTrue(q.read(1 << 20, 8192).1 == unflushed, "a completed write was lost by the crash")
+        XCTAssertTrue(q.read(8192, 4096).1 == Array(image[8192..<12288]))
+    }
+
     func testZstdImageServedRemotelyDecompressesLocally() throws {
         let raw = "\(root)/raw.img"
         var content = [UInt8](repeating: 0, count: 4 << 20)
