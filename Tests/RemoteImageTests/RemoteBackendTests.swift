@@ -148,10 +148,10 @@ final class RemoteBackendTests: XCTestCase {
     /// that completed reads back after the restart (the overlay's map journal).
     func testOverlayKeepsCompletedWritesAcrossACrashWithoutFlush() throws {
         let overlay = "\(cacheDir)/disk.overlay"
-        let flushed = patternBytes(4096, seed: 5), unflushed = patternBytes(8192, seed: 6)
+        let flushed = randomBytes(4096, seed: 5), unflushed = randomBytes(8192, seed: 6)
         do {
             let f = try open(nginx.url("disk.img"), ["overlay=\(overlay)"])
-            let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+            let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
             XCTAssertEqual(q.write(0, flushed), 4096)
             XCTAssertEqual(q.flush(), 0)
             XCTAssertEqual(q.write(1 << 20, unflushed), 8192)
@@ -160,7 +160,7 @@ final class RemoteBackendTests: XCTestCase {
         }
         let f = try open(nginx.url("disk.img"), ["overlay=\(overlay)"])
         defer { f.shutdown() }
-        let q = BackendDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
+        let q = QueueDriver(try f.makeQueueBackend(queueIndex: 0, depth: 16))
         XCTAssertTrue(q.read(0, 4096).1 == flushed)
         XCTAssertTrue(q.read(1 << 20, 8192).1 == unflushed, "a completed write was lost by the crash")
         XCTAssertTrue(q.read(8192, 4096).1 == Array(image[8192..<12288]))

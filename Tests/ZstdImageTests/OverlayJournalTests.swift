@@ -2,6 +2,8 @@ import SystemSupport
 import BlockBackends
 import Foundation
 import Glibc
+import Synchronization
+import TestSupport
 import XCTest
 @testable import ImageOverlay
 @testable import ZstdImage
@@ -71,32 +73,32 @@ struct DirectOverlay {
 /// (a SIGKILL: the page cache survives) and reopened.
 final class OverlayJournalTests: XCTestCase {
     func testCompletedWriteSurvivesACrashWithoutFlush() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let base = makeRawImage(size: 256 << 10, seed: 41)
         let image = try packImage(base, in: dir)
         let overlayPath = dir.file("o")
         let data = [UInt8](repeating: 0x77, count: 8192)
         do {
             let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
-            let q = try BackendHarness(factory)
+            let q = try QueueDriver(factory, depth: 4)
             XCTAssertEqual(q.write(65536, data), 8192)
             factory.simulateCrashOnClose()
         }
         let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
-        let q = try BackendHarness(factory)
+        let q = try QueueDriver(factory, depth: 4)
         XCTAssertTrue(q.read(65536, 8192).bytes == data, "a completed write reverted to the base after a crash")
         XCTAssertTrue(q.read(0, 65536).bytes == Array(base[0..<65536]))
     }
 
     func testCompletedWriteZeroesAndDiscardSurviveACrash() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let base = makeRawImage(size: 256 << 10, seed: 42)
         XCTAssertTrue(base[4096..<16384].contains { $0 != 0 } && base[131072..<139264].contains { $0 != 0 })
         let image = try packImage(base, in: dir)
         let overlayPath = dir.file("o")
         do {
             let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
-            let q = try BackendHarness(factory)
+            let q = try QueueDriver(factory, depth: 4)
             // Partly flushed first: the crash must keep both the flushed and the journaled part.
             XCTAssertEqual(q.write(0, [UInt8](repeating: 3, count: 512)), 512)
             XCTAssertEqual(q.flush(), 0)
@@ -105,7 +107,7 @@ final class OverlayJournalTests: XCTestCase {
             factory.simulateCrashOnClose()
         }
         let factory = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlayPath))
-        let q = try BackendHarness(factory)
+        let q = try QueueDriver(factory, depth: 4)
         XCTAssertTrue(q.read(0, 512).bytes == [UInt8](repeating: 3, count: 512))
         XCTAssertTrue(q.read(4096, 12288).bytes == [UInt8](repeating: 0, count: 12288), "write-zeroes reverted")
         XCTAssertTrue(q.read(131072, 8192).bytes == [UInt8](repeating: 0, count: 8192), "discard reverted")
@@ -115,7 +117,7 @@ final class OverlayJournalTests: XCTestCase {
     /// Four threads write at once across several map pages (64 MiB: 4 pages), one
     /// flushes now and then; after the crash every completed write reads back.
     func testConcurrentWritesAcrossMapPagesSurviveACrash() throws {
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         let capacity: UInt64 = 64 << 20
         let sectors = capacity / 512
@@ -177,7 +179,7 @@ final class OverlayJournalTests: XCTestCase {
         let capacity: UInt64 = 4 << 20
         let layout = try OverlayLayout(capacity: capacity)
         for truncateInstead in [false, true] {
-            let dir = try ScratchDir()
+            let dir = try TempDir()
             let path = dir.file("o")
             do {
                 let overlay = try Overlay.open(path: path, base: DirectOverlay.base(capacity))
@@ -212,7 +214,7 @@ final class OverlayJournalTests: XCTestCase {
     func testRecordsCoveredByAFlushAreStale() throws {
         let capacity: UInt64 = 4 << 20
         let layout = try OverlayLayout(capacity: capacity)
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         do {
             let overlay = try Overlay.open(path: path, base: DirectOverlay.base(capacity))
@@ -249,7 +251,7 @@ final class OverlayJournalTests: XCTestCase {
     func testRecordsFromEpochsNoSlotCanPrecedeAreNotAppliedButOutnumbered() throws {
         let capacity: UInt64 = 4 << 20
         let layout = try OverlayLayout(capacity: capacity)
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         _ = try Overlay.open(path: path, base: DirectOverlay.base(capacity))   // slot 0 at generation 1
         plantRecord(path, layout, half: 0, index: 0, epoch: 9, first: 8, count: 8)
@@ -275,7 +277,7 @@ final class OverlayJournalTests: XCTestCase {
     /// flushed survives; what was not reads as the base (as before the journal).
     func testRecordsOfAnotherBootAreIgnored() throws {
         let capacity: UInt64 = 4 << 20
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         do {
             let overlay = try Overlay.open(path: path, base: DirectOverlay.base(capacity))
@@ -298,7 +300,7 @@ final class OverlayJournalTests: XCTestCase {
     func testCrashDuringAFlushKeepsBothEpochs() throws {
         let capacity: UInt64 = 4 << 20
         let layout = try OverlayLayout(capacity: capacity)
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         do {
             let overlay = try Overlay.open(path: path, base: DirectOverlay.base(capacity))
@@ -326,7 +328,7 @@ final class OverlayJournalTests: XCTestCase {
     /// flush, nothing lost across the crash that follows.
     func testFullJournalForcesAFlushAndLosesNothing() throws {
         let capacity: UInt64 = 128 << 20
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         let records = OverlayLayout.journalRecordsPerHalf + 1000
         do {
@@ -357,7 +359,7 @@ final class OverlayJournalTests: XCTestCase {
     /// together): forced flushes, then a crash; every op is still there.
     func testConcurrentWritersOverflowingTheJournalLoseNothing() throws {
         let capacity: UInt64 = 128 << 20
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         let threads = 4, perThread = OverlayLayout.journalRecordsPerHalf / 3
         do {
@@ -383,7 +385,7 @@ final class OverlayJournalTests: XCTestCase {
         let capacity: UInt64 = 3 << 20
         let layout = try OverlayLayout(capacity: capacity)
         let base = DirectOverlay.base(capacity)
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         do {
             let overlay = try Overlay.open(path: path, base: base)
@@ -425,7 +427,7 @@ final class OverlayJournalTests: XCTestCase {
     /// An overlay of an unknown later version is refused, not misread.
     func testUnknownVersionIsRefused() throws {
         let capacity: UInt64 = 1 << 20
-        let dir = try ScratchDir()
+        let dir = try TempDir()
         let path = dir.file("o")
         _ = try Overlay.open(path: path, base: DirectOverlay.base(capacity))
         var bytes = try PosixFile.open(path, flags: O_RDONLY).read(count: 4096, at: 0)
