@@ -24,6 +24,9 @@ if grep -E '(warning|error):' "$log" | grep -v 'Source files for' | grep -q .; t
 fi
 rm -f "$log"
 
+echo "== install script (staged): man page, completions, systemd unit"
+bash scripts/check-install.sh
+
 echo "== example package (a backend outside Sources, depending on this package by path)"
 (cd examples/ramdisk-backend && swift build 2>&1 | tail -n 1 && .build/debug/ramdisk-backend --self-test)
 
