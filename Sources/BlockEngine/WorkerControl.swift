@@ -2,6 +2,7 @@ import CSys
 import Dispatch
 import Glibc
 import Synchronization
+import SystemSupport
 
 /// The control side's handle on one queue thread: asks it to pause (quiesce
 /// in-flight I/O and park, e.g. while IOTLB mappings change), resume or stop,
@@ -82,12 +83,16 @@ public final class WorkerControl: Sendable {
 
 /// Errors from setting up the engine (never raised per request).
 public enum EngineError: Error, Equatable, CustomStringConvertible {
-    case system(what: String, errno: Int32)
+    /// A system call failed.
+    case system(SyscallError)
     case queue(String)
+
+    /// A failed system call named `what`, by its errno.
+    public static func system(what: String, errno: Int32) -> EngineError { .system(SyscallError(call: what, errno: errno)) }
 
     public var description: String {
         switch self {
-        case .system(let w, let e): return "\(w): \(String(cString: strerror(e)))"
+        case .system(let s): return s.message
         case .queue(let s): return s
         }
     }

@@ -8,7 +8,8 @@ import Glibc
 /// negated errnos instead (see `ZstdQueueBackend`).
 public enum ImageError: Error, Equatable, CustomStringConvertible {
     /// A system call failed.
-    case io(what: String, errno: Int32)
+    /// A system call failed.
+    case system(SyscallError)
     /// The file ends before a structure the format requires.
     case truncated(String)
     /// A magic number is not what the format puts there.
@@ -45,11 +46,14 @@ public enum ImageError: Error, Equatable, CustomStringConvertible {
     }
 
     /// A failed system call, as an image error.
-    public init(_ error: SyscallError) { self = .io(what: error.call, errno: error.errno.rawValue) }
+    public init(_ error: SyscallError) { self = .system(error) }
+
+    /// A failed system call named `what`, by its errno.
+    public static func io(what: String, errno: Int32) -> ImageError { .system(SyscallError(call: what, errno: errno)) }
 
     public var description: String {
         switch self {
-        case .io(let what, let e): return "\(what): \(String(cString: strerror(e)))"
+        case .system(let s): return s.message
         case .truncated(let s): return "truncated: \(s)"
         case .badMagic(let what, let expected, let found):
             return "bad magic in \(what): expected \(hex32(expected)), found \(hex32(found))"

@@ -13,7 +13,8 @@ public enum RemoteError: Error, Equatable, CustomStringConvertible {
     case transport(url: String, reason: String)
     case badResponse(url: String, reason: String)
     case objectChanged(url: String, reason: String)
-    case system(what: String, errno: Int32)
+    /// A system call failed.
+    case system(SyscallError)
     case cache(String)
     case image(String)
 
@@ -28,9 +29,14 @@ public enum RemoteError: Error, Equatable, CustomStringConvertible {
         case .transport(let u, let r): return "cannot fetch \(u): \(r)"
         case .badResponse(let u, let r): return "bad response from \(u): \(r)"
         case .objectChanged(let u, let r): return "remote object \(u) changed while in use: \(r)"
-        case .system(let w, let e): return "\(w): \(String(cString: strerror(e)))"
+        case .system(let s): return s.message
         case .cache(let s): return "disk cache: \(s)"
         case .image(let s): return s
         }
     }
+}
+
+extension RemoteError {
+    /// A failed system call named `what`, by its errno.
+    public static func system(what: String, errno: Int32) -> RemoteError { .system(SyscallError(call: what, errno: errno)) }
 }

@@ -118,7 +118,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
             if !hit {
                 do {
                     try z.decoder.decode(index, into: z.buffer)
-                } catch ImageError.io(_, let e) where e == EAGAIN {
+                } catch ImageError.system(let s) where s.errno.rawValue == EAGAIN {
                     let frameEnd = z.image.table.offsets[index] + UInt64(z.image.table.frameSize(index))
                     requestMissing(from: local.missingChunk, through: Int((frameEnd - 1) >> UInt64(store.chunkShift)))
                     return -EAGAIN

@@ -14,7 +14,15 @@ public struct SyscallError: Error, Equatable, CustomStringConvertible {
     /// The negated errno, as data-path completions carry it.
     public var negated: Int32 { -errno.rawValue }
 
+    /// From a raw errno value.
+    public init(call: String, errno code: Int32) {
+        self.init(call: call, errno: Errno(rawValue: code))
+    }
+
     public var description: String { "\(call): \(errno)" }
+
+    /// "CALL: strerror(errno)", as the error types that wrap this print it.
+    public var message: String { "\(call): \(String(cString: strerror(errno.rawValue)))" }
 }
 
 /// Runs `body`, a libc call that returns a negative value and sets `errno`

@@ -1,3 +1,4 @@
+import SystemSupport
 import Glibc
 
 /// Failures of the VDUSE control path, each with the one-line message a user sees.
@@ -8,7 +9,8 @@ public enum VDUSEError: Error, Equatable, CustomStringConvertible {
     case badName(String)
     case noSuchDevice(String)
     case busy(String)
-    case ioctl(what: String, errno: Int32)
+    /// An ioctl or other system call failed.
+    case system(SyscallError)
     case attach(String)
 
     public var description: String {
@@ -20,8 +22,13 @@ public enum VDUSEError: Error, Equatable, CustomStringConvertible {
         case .badName(let n): return "invalid device name '\(n)': 1-63 characters of [A-Za-z0-9._-]"
         case .noSuchDevice(let n): return "no VDUSE device named \(n)"
         case .busy(let n): return "device \(n) is in use (attached to vdpa or opened by a running daemon)"
-        case .ioctl(let w, let e): return "\(w) failed: \(String(cString: strerror(e)))"
+        case .system(let s): return "\(s.call) failed: \(String(cString: strerror(s.errno.rawValue)))"
         case .attach(let s): return s
         }
     }
+}
+
+extension VDUSEError {
+    /// A failed ioctl or system call named `what`, by its errno.
+    public static func ioctl(what: String, errno: Int32) -> VDUSEError { .system(SyscallError(call: what, errno: errno)) }
 }
