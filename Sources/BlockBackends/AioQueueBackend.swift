@@ -35,7 +35,7 @@ final class AioQueueBackend: QueueBackend {
     private var fdsyncRefused = false
 
     /// Takes ownership of `fd` (closed on deinit, also when this throws).
-    init(fd: Int32, alignment: Int, depth: Int) throws(BackendError) {
+    init(fd: Int32, alignment: Int, capacityBytes: UInt64, depth: Int) throws(BackendError) {
         let efd: Int32
         do { efd = try EventFD().fd } catch {
             close(fd)
@@ -51,7 +51,7 @@ final class AioQueueBackend: QueueBackend {
         self.fd = fd
         completionFD = efd
         capacity = depth
-        ops = SyncFileOps(fd: fd, alignment: alignment)
+        ops = SyncFileOps(fd: fd, alignment: alignment, capacity: capacityBytes)
         slots = OpSlots(capacity: depth)
         immediate = CompletionRing(capacity: depth)
         batch = .allocate(capacity: depth)
@@ -108,7 +108,7 @@ final class AioQueueBackend: QueueBackend {
         let op = OpRecord(kind: kind, tag: tag, offset: offset, length: total, iovecs: iovecs,
                           iovecCount: count, unmap: false)
         inFlight += 1
-        if count > maxIovecsPerCall || total > UInt64(Int32.max) { return completeNow(op) }
+        if count > maxIovecsPerCall || total > UInt64(Int32.max) || ops.outOfRange(offset, total) { return completeNow(op) }
         let slot = slots.acquire(op)
         if kind == .read {
             vb_aio_prep_preadv(context, UInt32(slot), fd, iovecs, Int32(count), offset, completionFD,

@@ -68,9 +68,9 @@ public struct FileBackendFactory: BlockBackendFactory {
         let fd = try image.openQueueFD()
         let alignment = Int(image.alignment)
         switch engine {
-        case .uring: return try UringQueueBackend(fd: fd, alignment: alignment, depth: depth)
-        case .aio: return try AioQueueBackend(fd: fd, alignment: alignment, depth: depth)
-        case .sync: return SyncQueueBackend(fd: fd, alignment: alignment, depth: depth)
+        case .uring: return try UringQueueBackend(fd: fd, alignment: alignment, capacityBytes: geometry.capacityBytes, depth: depth)
+        case .aio: return try AioQueueBackend(fd: fd, alignment: alignment, capacityBytes: geometry.capacityBytes, depth: depth)
+        case .sync: return SyncQueueBackend(fd: fd, alignment: alignment, capacityBytes: geometry.capacityBytes, depth: depth)
         }
     }
 

@@ -21,9 +21,20 @@ final class SyncFileOps {
     static let punchHoleMode = Int32(VB_FALLOC_PUNCH_HOLE | VB_FALLOC_KEEP_SIZE)
     static let zeroRangeMode = Int32(VB_FALLOC_ZERO_RANGE | VB_FALLOC_KEEP_SIZE)
 
-    init(fd: Int32, alignment: Int) {
+    /// Bytes the device exposes: nothing at or past it is read or written
+    /// (a block device may be exposed only in part; a file must not grow).
+    let capacity: UInt64
+
+    init(fd: Int32, alignment: Int, capacity: UInt64) {
         self.fd = fd
         self.alignment = max(alignment, 512)
+        self.capacity = capacity
+    }
+
+    /// True when `[offset, offset + length)` reaches past the device.
+    @inline(__always)
+    func outOfRange(_ offset: UInt64, _ length: UInt64) -> Bool {
+        offset > capacity || length > capacity - offset
     }
 
     deinit {
@@ -32,6 +43,7 @@ final class SyncFileOps {
 
     /// Runs any op to completion.
     func run(_ op: OpRecord) -> Int32 {
+        if op.kind != .flush, outOfRange(op.offset, op.length) { return -EIO }
         switch op.kind {
         case .read, .write:
             guard let iovecs = op.iovecs else { return op.length == 0 ? 0 : -EINVAL }

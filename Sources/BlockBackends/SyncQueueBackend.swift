@@ -16,9 +16,9 @@ final class SyncQueueBackend: QueueBackend {
     var inFlight: Int { pendingCount + completions.count }
 
     /// Takes ownership of `fd` (closed on deinit).
-    init(fd: Int32, alignment: Int, depth: Int) {
+    init(fd: Int32, alignment: Int, capacityBytes: UInt64, depth: Int) {
         capacity = depth
-        ops = SyncFileOps(fd: fd, alignment: alignment)
+        ops = SyncFileOps(fd: fd, alignment: alignment, capacity: capacityBytes)
         pending = .allocate(capacity: depth)
         pending.initialize(repeating: .empty, count: depth)
         completions = CompletionRing(capacity: depth)

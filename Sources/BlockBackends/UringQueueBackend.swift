@@ -55,7 +55,7 @@ final class UringQueueBackend: EventWaitingBackend {
     private static let cancelFlag: UInt64 = 1 << 62
 
     /// Takes ownership of `fd` (closed on deinit, also when this throws).
-    init(fd: Int32, alignment: Int, depth: Int) throws(BackendError) {
+    init(fd: Int32, alignment: Int, capacityBytes: UInt64, depth: Int) throws(BackendError) {
         let efd: Int32
         do { efd = try EventFD().fd } catch {
             close(fd)
@@ -91,7 +91,7 @@ final class UringQueueBackend: EventWaitingBackend {
         self.fd = fd
         completionFD = efd
         capacity = depth
-        ops = SyncFileOps(fd: fd, alignment: alignment)
+        ops = SyncFileOps(fd: fd, alignment: alignment, capacity: capacityBytes)
         inlineLimit = FileImage.isMemoryBacked(fd: fd) ? Self.memoryFileInlineLimit : 0
         slots = OpSlots(capacity: depth)
         immediate = CompletionRing(capacity: depth)
@@ -141,7 +141,7 @@ final class UringQueueBackend: EventWaitingBackend {
         let op = OpRecord(kind: .discard, tag: tag, offset: offset, length: length, iovecs: nil,
                           iovecCount: 0, unmap: true)
         inFlight += 1
-        guard ops.punchHoleWorks else { return completeNow(op) }
+        guard ops.punchHoleWorks, !ops.outOfRange(offset, length) else { return completeNow(op) }
         let slot = slots.acquire(op)
         finishPrepare(vb_uring_prep_fallocate(ring, sqeFD, fixed, SyncFileOps.punchHoleMode, offset,
                                               length, UInt64(slot)), slot: slot)
@@ -151,7 +151,7 @@ final class UringQueueBackend: EventWaitingBackend {
         var op = OpRecord(kind: .writeZeroes, tag: tag, offset: offset, length: length, iovecs: nil,
                           iovecCount: 0, unmap: unmap)
         inFlight += 1
-        guard let mode = ops.zeroingMode(unmap: unmap) else { return completeNow(op) }
+        guard let mode = ops.zeroingMode(unmap: unmap), !ops.outOfRange(offset, length) else { return completeNow(op) }
         op.fallocMode = mode
         let slot = slots.acquire(op)
         finishPrepare(vb_uring_prep_fallocate(ring, sqeFD, fixed, mode, offset, length, UInt64(slot)),
@@ -168,7 +168,7 @@ final class UringQueueBackend: EventWaitingBackend {
         if total <= inlineLimit && count <= maxIovecsPerCall {
             return immediate.push(tag: tag, result: ops.run(op))    // reaped in this same pass
         }
-        if count > maxIovecsPerCall || total > UInt64(Int32.max) { return completeNow(op) }
+        if count > maxIovecsPerCall || total > UInt64(Int32.max) || ops.outOfRange(offset, total) { return completeNow(op) }
         let slot = slots.acquire(op)
         let rc = kind == .read
             ? vb_uring_prep_readv(ring, sqeFD, fixed, iovecs, UInt32(count), offset, UInt64(slot))

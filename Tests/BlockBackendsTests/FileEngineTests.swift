@@ -6,13 +6,7 @@ import XCTest
 
 /// The file engines under the backend conformance suite, on a real temporary
 /// file of `BackendConformance.capacity` bytes (buffered I/O).
-///
-/// Left out: `outOfRangeWritesFail`. The file engines do not range-check: a
-/// write reaching past the end completes with its byte count and grows the
-/// image file, and a discard or write-zeroes past the end completes with 0
-/// (out-of-range reads do fail, with -EIO). Guests cannot send these
-/// (BlkRequestParser checks every request against the capacity), but the
-/// engines themselves accept them.
+
 func fileConformance(_ engine: FileEngine) -> BackendConformance {
     BackendConformance(open: {
         let dir = try TempDir(label: "conformance")
@@ -234,7 +228,7 @@ final class UringEngineTests: XCTestCase {
     func testManyInFlight() throws { try conformance().manyInFlight() }
     func testReapOneAtATime() throws { try conformance().reapOneAtATime() }
     func testOutOfRangeReads() throws { try conformance().outOfRangeReadsFail() }
-    // outOfRangeWritesFail is left out: see fileConformance.
+    func testOutOfRangeWrites() throws { try conformance().outOfRangeWritesFail() }
     func testMisalignedRequests() throws { try conformance().misalignedRequests() }
     func testReadOnlyRefusesWrites() throws { try conformance().readOnlyRefusesWrites() }
     func testQueuesAreIndependent() throws { try conformance().queuesSeeEachOthersWrites() }
@@ -260,7 +254,7 @@ final class AioEngineTests: XCTestCase {
     func testManyInFlight() throws { try conformance().manyInFlight() }
     func testReapOneAtATime() throws { try conformance().reapOneAtATime() }
     func testOutOfRangeReads() throws { try conformance().outOfRangeReadsFail() }
-    // outOfRangeWritesFail is left out: see fileConformance.
+    func testOutOfRangeWrites() throws { try conformance().outOfRangeWritesFail() }
     func testMisalignedRequests() throws { try conformance().misalignedRequests() }
     func testReadOnlyRefusesWrites() throws { try conformance().readOnlyRefusesWrites() }
     func testQueuesAreIndependent() throws { try conformance().queuesSeeEachOthersWrites() }
@@ -285,7 +279,7 @@ final class SyncEngineTests: XCTestCase {
     func testManyInFlight() throws { try conformance().manyInFlight() }
     func testReapOneAtATime() throws { try conformance().reapOneAtATime() }
     func testOutOfRangeReads() throws { try conformance().outOfRangeReadsFail() }
-    // outOfRangeWritesFail is left out: see fileConformance.
+    func testOutOfRangeWrites() throws { try conformance().outOfRangeWritesFail() }
     func testMisalignedRequests() throws { try conformance().misalignedRequests() }
     func testReadOnlyRefusesWrites() throws { try conformance().readOnlyRefusesWrites() }
     func testQueuesAreIndependent() throws { try conformance().queuesSeeEachOthersWrites() }
