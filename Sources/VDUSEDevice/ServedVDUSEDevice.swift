@@ -16,6 +16,11 @@ public final class ServedVDUSEDevice {
     var controller: DeviceController<VDUSETransport>?
     var loop: ControlLoop<VDUSETransport>?
     var created = false
+    /// The device's state directory (lock) and in-flight log; set before
+    /// `create` or `adopt` to survive a daemon crash. Removed once
+    /// VDUSE_DESTROY_DEV succeeded.
+    public var stateDirectory: DeviceStateDirectory?
+    public var inflightLog: InflightLogFile?
 
     /// Checks the name and opens `/dev/vduse/control`; creates nothing yet.
     public init(name: String, model: any VirtioDeviceModel, userBounce: Bool = false,
@@ -40,12 +45,41 @@ public final class ServedVDUSEDevice {
             transport = t
             for q in 0..<model.queueCount { try t.setupQueue(q, maxSize: model.maxQueueSize) }
             let c = try DeviceController(transport: t, model: model, userBounce: userBounce, logger: logger)
+            c.inflightLog = inflightLog
             controller = c
             let l = try ControlLoop(deviceFD: t.fd, controller: c, logger: logger)
             loop = l
             try l.start()
         } catch {
             shutdown()
+            throw error
+        }
+    }
+
+    /// Takes over the existing device NAME whose daemon died: reopens
+    /// `/dev/vduse/NAME` (no VQ_SETUP: the queues are set up, and API v1
+    /// refuses it after DRIVER_OK), rebuilds the queues from the in-flight
+    /// log (`inflightLog`, opened for adoption) and the rings, then answers
+    /// the control messages the kernel re-queued. On failure the device is
+    /// left as it was (closed again, not destroyed).
+    public func adopt() throws(VDUSEError) {
+        let t = try VDUSETransport(name: name)
+        do {
+            let c = try DeviceController(transport: t, model: model, userBounce: userBounce, logger: logger)
+            c.inflightLog = inflightLog
+            try c.adopt()
+            transport = t
+            controller = c
+            created = true
+            let l = try ControlLoop(deviceFD: t.fd, controller: c, logger: logger)
+            loop = l
+            try l.start()
+        } catch {
+            loop = nil
+            controller?.stopQueues()
+            controller = nil
+            transport = nil
+            created = false
             throw error
         }
     }
@@ -75,6 +109,8 @@ public final class ServedVDUSEDevice {
             do {
                 try control.destroyDevice(name: name)
                 created = false
+                inflightLog = nil
+                stateDirectory?.remove()
                 logger.info("destroyed \(name)")
                 return
             } catch {
