@@ -198,3 +198,36 @@ public final class InflightLogFile: @unchecked Sendable {
         vb_fence_release()
     }
 }
+
+extension InflightLogFile {
+    /// What a log says without knowing the device's options (for `destroy`):
+    /// the driver status and how many heads are flagged in flight (an upper
+    /// bound: a batch published just before a crash still counts). nil when
+    /// the file is missing or not a log.
+    public static func inspect(path: String) -> (status: UInt8, inflight: Int)? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size >= 4096 else { return nil }
+        let length = Int(st.st_size)
+        var err: Int32 = 0
+        guard let p = vb_mmap_shared(fd, 0, length, 0, &err) else { return nil }
+        defer { _ = vb_munmap(p, length) }
+        guard p.load(as: UInt64.self) == magic, p.load(fromByteOffset: 8, as: UInt32.self) == version,
+              p.load(fromByteOffset: 32, as: UInt64.self) == checksum(p, 32) else { return nil }
+        let queues = Int(p.load(fromByteOffset: 12, as: UInt32.self))
+        let maxSize = p.load(fromByteOffset: 16, as: UInt32.self)
+        let region = Int(p.load(fromByteOffset: 20, as: UInt32.self))
+        guard maxSize >= 1, maxSize <= 32768, queues <= 1024,
+              region == InflightQueueLog.regionBytes(maxQueueSize: UInt16(maxSize)),
+              4096 + queues * region == length else { return nil }
+        var inflight = 0
+        for q in 0..<queues {
+            let r = p + 4096 + q * region
+            let size = min(UInt32(r.load(fromByteOffset: 14, as: UInt16.self)), maxSize)
+            for h in 0..<Int(size) where r.load(fromByteOffset: 64 + 8 * h, as: UInt64.self) != 0 { inflight += 1 }
+        }
+        return (UInt8(truncatingIfNeeded: p.load(fromByteOffset: 48, as: UInt32.self)), inflight)
+    }
+}

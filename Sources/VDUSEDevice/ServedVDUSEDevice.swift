@@ -65,6 +65,15 @@ public final class ServedVDUSEDevice {
     public func adopt() throws(VDUSEError) {
         let t = try VDUSETransport(name: name)
         do {
+            if !VdpaTool.isBound(name: name) {
+                // The previous daemon may have died between CREATE_DEV and the last
+                // VQ_SETUP; with no driver bound, setting the queues up again is safe.
+                for q in 0..<model.queueCount {
+                    do { try t.setupQueue(q, maxSize: model.maxQueueSize) } catch {
+                        logger.debug("adopt: \(error) (left as the previous daemon set it up)")
+                    }
+                }
+            }
             let c = try DeviceController(transport: t, model: model, userBounce: userBounce, logger: logger)
             c.inflightLog = inflightLog
             try c.adopt()

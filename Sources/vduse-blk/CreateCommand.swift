@@ -114,6 +114,7 @@ struct CreateCommand: ParsableCommand {
 
         // Fail on a missing VDUSE before touching (or creating) the image.
         do { _ = try VDUSEControl() } catch { throw CLIFailure(message: error.description) }
+        try refuseIfServedElsewhere()
 
         let factory: any BlockBackendFactory
         let parameters: BlkDeviceParameters
@@ -146,15 +147,16 @@ struct CreateCommand: ParsableCommand {
         }
 
         let device: VDUSEBlockDevice
+        var adopted = false
         do {
             device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
                                           pollMicros: pollMicros, ringWait: wait == "ring",
                                           userBounce: bounce == "user", logger: logger)
-            try device.create()
+            adopted = try createOrAdopt(device, logger: logger)
         } catch {
             throw CLIFailure(message: error.description)
         }
-        if attach {
+        if attach, !(adopted && VdpaTool.isBound(name: name)) {
             do { try device.attach() } catch {
                 device.shutdown()
                 throw CLIFailure(message: error.description)
