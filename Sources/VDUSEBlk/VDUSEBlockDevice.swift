@@ -88,4 +88,7 @@ public final class VDUSEBlockDevice {
     /// Unbinds (if bound), stops the queues and control loop, closes the
     /// device and destroys it. Safe to call more than once.
     public func shutdown() { device.shutdown() }
+
+    /// Leaves the device to the next daemon (see `ServedVDUSEDevice.handOver`).
+    public func handOver() { device.handOver() }
 }

@@ -102,6 +102,25 @@ public final class ServedVDUSEDevice {
         return VdpaTool.driver(name: name)
     }
 
+    /// Planned hand-over to another daemon (an upgrade): stops answering
+    /// control messages, drains every queue (all in flight completes and is
+    /// published, so the log holds no in-flight head), and closes the device
+    /// without unbinding or destroying it. The driver keeps its status; the
+    /// next daemon's `adopt` continues from the log. Control messages sent
+    /// meanwhile wait in the kernel for the next daemon (answer within
+    /// msg_timeout, 30 s by default).
+    public func handOver() {
+        loop?.stop()
+        loop = nil
+        controller?.stopQueues()
+        controller = nil
+        transport = nil
+        created = false
+        inflightLog = nil
+        stateDirectory = nil
+        logger.info("handed \(name) over: device left bound, queues drained, log kept")
+    }
+
     /// Unbinds (if bound), stops the queues and control loop, closes the
     /// device and destroys it. Safe to call more than once.
     public func shutdown() {

@@ -110,6 +110,7 @@ struct CreateCommand: ParsableCommand {
         sigemptyset(&set)
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGUSR2)  // hand the device over to the next daemon (upgrade)
         pthread_sigmask(SIG_BLOCK, &set, nil)
 
         // Fail on a missing VDUSE before touching (or creating) the image.
@@ -166,8 +167,13 @@ struct CreateCommand: ParsableCommand {
         publisher?.start()
         var sig: Int32 = 0
         sigwait(&set, &sig)
-        logger.info("signal \(sig): shutting down")
-        device.shutdown()
+        if sig == SIGUSR2 {
+            logger.info("SIGUSR2: draining and handing \(name) over; start the new daemon with the same options")
+            device.handOver()
+        } else {
+            logger.info("signal \(sig): shutting down")
+            device.shutdown()
+        }
         publisher?.stop()
         factory.shutdown()
     }

@@ -48,8 +48,20 @@ PY
 # rc_kill_under_fio LABEL NAME IMG [create options...]: fio (randwrite, 2 jobs,
 # QD16, crc32c verify) runs; 1.5 s in, SIGKILL the daemon, 1 s later start the
 # same create again; fio must finish with 0 errors.
+# rc_wait_writes DEV N: waits (up to 60 s) until DEV has completed N more writes
+# than when called, so a kill lands while fio's I/O is really flowing.
+rc_wait_writes() {
+  local dev=$1 n=$2 base i
+  base=$(awk '{print $5}' "/sys/block/$dev/stat")
+  for ((i = 0; i < 600; i++)); do
+    (($(awk '{print $5}' "/sys/block/$dev/stat") - base >= n)) && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 rc_kill_under_fio() {
-  local label=$1 name=$2 img=$3; shift 3
+  local label=$1 name=$2 img=$3 sig=${RC_SIGNAL:-KILL} pause=${RC_DOWN:-1}; shift 3
   if ! dev_start "$name" "$img" "$@"; then
     notok "$label: device appears" "$(logtail "$name")"; dev_stop "$name" 5; return 1
   fi
@@ -59,10 +71,10 @@ rc_kill_under_fio() {
      --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
      --output-format=json --output="$out" >"$W/$name.fio.err" 2>&1) &
   local fpid=$!
-  sleep 3
+  rc_wait_writes "$dev" 3000 || note "$label: fio wrote fewer than 3000 blocks in 60 s"
   t0=$(date +%s.%N)
-  kill -KILL "${DPID[$name]}"; wait "${DPID[$name]}" 2>/dev/null; DPID[$name]=
-  sleep 1
+  kill -"$sig" "${DPID[$name]}"; wait "${DPID[$name]}" 2>/dev/null; DPID[$name]=
+  sleep "$pause"
   if ! rc_restart "$name" "$img" "$@"; then
     notok "$label: the same create adopts the device" "$(logtail "$name")" "$(dmesgtail)"
     kill -KILL $fpid 2>/dev/null; wait $fpid 2>/dev/null
@@ -76,11 +88,11 @@ rc_kill_under_fio() {
   read -r errs clat mib < <(rc_fio_json "$out")
   [[ $errs == -1 ]] && note "fio output: $(head -c 600 "$out" | tr '\n' ' ')"
   if ((rc == 0)) && [[ $errs == 0 ]]; then
-    ok "$label: fio randwrite 2x QD16 verify=crc32c across SIGKILL + restart: 0 errors, every block verified ($mib MiB)"
+    ok "$label: fio randwrite 2x QD16 verify=crc32c across SIG$sig + restart: 0 errors, every block verified ($mib MiB)"
   else
-    notok "$label: fio across SIGKILL + restart" "fio status $rc, errors $errs" "$(tail -n 15 "$W/$name.fio.err")" "$(logtail "$name")" "$(dmesgtail)"
+    notok "$label: fio across SIG$sig + restart" "fio status $rc, errors $errs" "$(tail -n 15 "$W/$name.fio.err")" "$(logtail "$name")" "$(dmesgtail)"
   fi
-  note "$label: pause seen by the guest (fio worst completion latency): ${clat} ms; daemon down $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s (kill to adopted, 1 s of it deliberate)"
+  note "$label: pause seen by the guest (fio worst completion latency): ${clat} ms; daemon down $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s (signal to adopted, $pause s of it deliberate)"
   return 0
 }
 
@@ -90,6 +102,32 @@ run_reconnect() {
   local n=e2erc img=$W/rc.img out t0 secs
   local opts=(--size 128M --queues 2 --serial E2E-RC0)
   rc_kill_under_fio "file" "$n" "$img" "${opts[@]}"
+  # Planned upgrade: SIGUSR2 drains and leaves the device; the new binary's create adopts it.
+  if dev_running "$n"; then
+    local fpid2
+    (cd "$W" && exec timeout -k 5 300 fio --name=up --filename="/dev/${DDEV[$n]}" --direct=1 --ioengine=libaio \
+       --rw=randwrite --bs=4k --iodepth=16 --numjobs=2 --size=24M --offset_increment=32M \
+       --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
+       --output-format=json --output="$W/up.fio.json" >"$W/up.fio.err" 2>&1) &
+    fpid2=$!
+    rc_wait_writes "${DDEV[$n]}" 3000 || note "upgrade: fio wrote fewer than 3000 blocks in 60 s"
+    t0=$(date +%s.%N)
+    local oldlog=${DLOG[$n]}
+    kill -USR2 "${DPID[$n]}"; wait "${DPID[$n]}"; local urc=$?; DPID[$n]=
+    if rc_restart "$n" "$img" "${opts[@]}"; then
+      local t1 errs clat mib
+      t1=$(date +%s.%N)
+      wait $fpid2; rc=$?
+      read -r errs clat mib < <(rc_fio_json "$W/up.fio.json")
+      if ((urc == 0 && rc == 0)) && [[ $errs == 0 ]] && grep -q 'handed .* over' "$oldlog"; then
+        ok "planned upgrade (SIGUSR2, then the same create): fio verify 0 errors ($mib MiB), old daemon exited 0"
+      else notok "planned upgrade under fio" "daemon exit $urc, fio status $rc, errors $errs" "$(logtail "$n")"; fi
+      note "upgrade: pause seen by the guest ${clat} ms; handover $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s (signal to adopted)"
+    else
+      notok "planned upgrade: the new daemon adopts" "$(logtail "$n")"
+      kill -KILL $fpid2 2>/dev/null; wait $fpid2 2>/dev/null
+    fi
+  fi
 
   # A second daemon on the live device is refused, and changes nothing.
   if dev_running "$n"; then
