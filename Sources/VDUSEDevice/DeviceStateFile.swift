@@ -119,7 +119,7 @@ public final class InflightLogFile: @unchecked Sendable {
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw .attach("\(path) is not a regular file") }
         if !fresh && Int(st.st_size) != length {
             throw .attach("in-flight log \(path) has \(st.st_size) bytes, this device needs \(length): "
-                + "it belongs to another device layout")
+                + "the device was created with another --queues or --queue-size; use the original options")
         }
         if fresh, ftruncate(fd, off_t(length)) != 0 { throw .ioctl(what: "ftruncate \(path)", errno: errno) }
         var err: Int32 = 0
