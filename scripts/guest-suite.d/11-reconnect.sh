@@ -67,11 +67,11 @@ rc_kill_under_fio() {
   fi
   local dev=${DDEV[$name]} out=$W/$name.fio.json rc t0 t1
   (cd "$W" && exec timeout -k 5 300 fio --name=rc --filename="/dev/$dev" --direct=1 --ioengine=libaio \
-     --rw=randwrite --bs=4k --iodepth=16 --numjobs=2 --size=24M --offset_increment=32M \
+     --rw=randwrite --bs=4k --iodepth=16 --numjobs=2 --size="${RC_FIO_SIZE:-24M}" --offset_increment=32M \
      --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
      --output-format=json --output="$out" >"$W/$name.fio.err" 2>&1) &
   local fpid=$!
-  rc_wait_writes "$dev" 3000 || note "$label: fio wrote fewer than 3000 blocks in 60 s"
+  rc_wait_writes "$dev" "${RC_WAIT_WRITES:-3000}" || note "$label: fio wrote fewer than 3000 blocks in 60 s"
   t0=$(date +%s.%N)
   kill -"$sig" "${DPID[$name]}"; wait "${DPID[$name]}" 2>/dev/null; DPID[$name]=
   sleep "$pause"
@@ -137,6 +137,15 @@ run_reconnect() {
   if [[ $PEER != vduse-blk ]]; then skip "reconnect" "vduse-blk only (qsd: see RECONNECT_QSD)"; return; fi
   local n=e2erc img=$W/rc.img out t0 secs
   local opts=(--size 128M --queues 2 --serial E2E-RC0)
+  # A slow image (on the 9p share, io_uring punts to workers): requests are
+  # really in flight in the daemon at the kill, so the log's resubmission runs.
+  if [[ ${RECONNECT_SLOW:-1} == 1 ]]; then
+    local slow=e2erc9 simg9=$SHARED/rc9p.img
+    RC_FIO_SIZE=8M RC_WAIT_WRITES=500 rc_kill_under_fio "file on 9p (slow)" "$slow" "$simg9" --size 64M --queues 2 --serial E2E-RC9
+    grep -ho 'queue [0-9]*: resuming.*' "${DLOG[$slow]}" | sed 's/^/# slow: /'
+    dev_stop "$slow" 10
+    rm -f "$simg9"
+  fi
   rc_kill_under_fio "file" "$n" "$img" "${opts[@]}"
   # Planned upgrade: SIGUSR2 drains and leaves the device; the new binary's create adopts it.
   if dev_running "$n"; then
