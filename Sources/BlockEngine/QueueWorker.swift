@@ -18,15 +18,27 @@ public struct QueueWorkerConfig: Sendable {
     /// instead of in poll() (the default: measured at least as fast in the
     /// guest benchmark, see README Performance).
     public var ringWait: Bool
+    /// This queue's in-flight log (nil: not logged). The worker assumes the
+    /// caller has `begin`-ed it (fresh queue) or `recover`-ed it (adopted).
+    public var log: InflightQueueLog?
+    /// Heads consumed by a previous daemon and never returned (from the
+    /// log's recovery, in submission order): served first, before the avail ring.
+    public var resubmit: [UInt16]
+    /// Submission number to continue the log from (after recovery).
+    public var nextSeq: UInt64
 
     public init(queueIndex: Int, addresses: QueueAddresses, features: UInt64, startAvail: UInt16 = 0,
-                pollMicros: Int = 0, ringWait: Bool = false) {
+                pollMicros: Int = 0, ringWait: Bool = false, log: InflightQueueLog? = nil,
+                resubmit: [UInt16] = [], nextSeq: UInt64 = 1) {
         self.queueIndex = queueIndex
         self.addresses = addresses
         self.features = features
         self.startAvail = startAvail
         self.pollMicros = pollMicros
         self.ringWait = ringWait
+        self.log = log
+        self.resubmit = resubmit
+        self.nextSeq = max(nextSeq, 1)
     }
 }
 
@@ -54,6 +66,21 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     var queue: SplitQueue?
     var inFlight = 0
     var broken = false
+    /// The in-flight log (copied out of the config for the hot path).
+    let log: InflightQueueLog?
+    /// Next submission number written to the log.
+    var seq: UInt64
+    /// Heads completed since the last publish (their log flags are cleared after it).
+    let unpublished: UnsafeMutablePointer<UInt16>
+    var unpublishedCount = 0
+    /// Recovered heads not yet resubmitted (taken on the first pass).
+    var pendingResubmit: [UInt16]
+    /// Test hook: log stores of the next publish to perform before the worker
+    /// "dies" (stops touching the ring and the log, as after a SIGKILL).
+    /// -1: off. 0: dies right after used.idx is published; k: after k heads are cleared.
+    var crashAfterPublishSteps = -1
+    /// Set once the crash hook fired.
+    var dead = false
     /// Requests completed, for statistics (read racily by the control side).
     public private(set) var completedRequests = 0
 
@@ -75,9 +102,16 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         completions.initialize(repeating: IOCompletion(tag: 0, result: 0))
         indirect = config.features & VirtioFeature.ringIndirectDesc != 0
         eventBackend = config.ringWait ? backend as? any EventWaitingBackend : nil
+        log = config.log
+        seq = config.nextSeq
+        unpublished = .allocate(capacity: max(size, 1))
+        pendingResubmit = config.resubmit
     }
 
-    deinit { completions.deallocate() }
+    deinit {
+        completions.deallocate()
+        unpublished.deallocate()
+    }
 
     /// Starts the queue thread (joined by `control.stop()`).
     public func start() {
@@ -224,6 +258,27 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         var prepared = 0
         defer { queue = q }
         do throws(QueueError) {
+            if !pendingResubmit.isEmpty {
+                // Heads a previous daemon consumed (still flagged in the log, in
+                // submission order): the same requests again, before new ones.
+                let heads = pendingResubmit
+                pendingResubmit = []
+                for head in heads {
+                    guard head < q.size else { throw .headOutOfRange(head) }
+                    consumed += 1
+                    let slot = slots.slots + Int(head)
+                    guard !slot.pointee.busy else { throw .headInFlight(head) }
+                    try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
+                                                   memory: memory, indirectAllowed: indirect,
+                                                   into: &slot.pointee.segments)
+                    slot.pointee.request = parser.parse(&slot.pointee.segments)
+                    if dispatch(slot: slot, tag: UInt32(head)) {
+                        prepared += 1
+                    } else {
+                        complete(head: head, slot: slot, result: 0, queue: &q)
+                    }
+                }
+            }
             while true {
                 let pending = try q.pendingCount()
                 if pending == 0 { break }
@@ -232,6 +287,10 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                     consumed += 1
                     let slot = slots.slots + Int(head)
                     guard !slot.pointee.busy else { throw .headInFlight(head) }
+                    if let log {
+                        log.markInflight(head: head, seq: seq)
+                        seq &+= 1
+                    }
                     try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
                                                    memory: memory, indirectAllowed: indirect,
                                                    into: &slot.pointee.segments)
@@ -291,6 +350,10 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         }
         if let p = request.status { p.pointee = status } else { written = 0 }
         q.addUsed(head: head, length: written)
+        if log != nil, unpublishedCount < Int(q.size) {
+            unpublished[unpublishedCount] = head
+            unpublishedCount += 1
+        }
         completedRequests &+= 1
     }
 
@@ -322,11 +385,34 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     }
 
     func publishAndNotify() {
-        guard var q = queue else { return }
-        if q.publishUsed(), q.shouldInterrupt() {
+        guard var q = queue, !dead else { return }
+        if crashAfterPublishSteps != -1, crashAfterPublishSteps < -1 { dead = true; return }
+        let published = q.publishUsed()
+        if published, let log {
+            // used.idx is out (a release store): only now are these heads back
+            // with the driver; then the log's used index follows (see InflightQueueLog).
+            if crashAfterPublishSteps >= 0 { return crashPublish(log, q) }
+            for i in 0..<unpublishedCount { log.clearPublished(head: unpublished[i]) }
+            log.recordUsed(q.publishedUsedIdx)
+            unpublishedCount = 0
+        }
+        if published, q.shouldInterrupt() {
             _ = sink.interrupt(queue: config.queueIndex)
         }
         queue = q
+    }
+
+    /// The crash hook's publish: the ring publish, then only the first
+    /// `crashAfterPublishSteps` log stores, then nothing ever again.
+    func crashPublish(_ log: InflightQueueLog, _ q: SplitQueue) {
+        var steps = crashAfterPublishSteps
+        for i in 0..<unpublishedCount where steps > 0 {
+            log.clearPublished(head: unpublished[i])
+            steps -= 1
+        }
+        if steps > 0 { log.recordUsed(q.publishedUsedIdx) }
+        queue = q
+        dead = true
     }
 
     /// Waits until every in-flight op has completed and been published.
@@ -372,5 +458,17 @@ extension QueueWorker {
     /// notify) on the caller's thread; nothing once the queue is broken.
     /// True if anything moved. With a synchronous backend (completionFD -1)
     /// every request consumed in the pass is completed and published by it.
-    @_spi(Fuzzing) public func serviceOnceSynchronously() -> Bool { broken ? false : serviceOnce() }
+    @_spi(Fuzzing) public func serviceOnceSynchronously() -> Bool { broken || dead ? false : serviceOnce() }
+
+    /// Test hook: the next publish performs used.idx and then only `steps`
+    /// log stores (head clears, then the used index) before the worker dies
+    /// as a SIGKILL would leave it: nothing drained, nothing more written.
+    @_spi(Fuzzing) public func crashDuringNextPublish(afterLogStores steps: Int) { crashAfterPublishSteps = steps }
+
+    /// Test hook: the worker dies at its next publish, before used.idx is
+    /// stored (completions already written as used elements stay invisible).
+    @_spi(Fuzzing) public func crashBeforeNextPublish() { crashAfterPublishSteps = -2 }
+
+    /// True once the crash hook fired.
+    @_spi(Fuzzing) public var hasCrashed: Bool { dead }
 }

@@ -41,6 +41,29 @@ public final class VDUSEBlockDevice {
     /// Creates the VDUSE device, sets up every queue and starts answering
     /// control requests (on threads of its own: block the signals you wait
     /// for before calling this). On failure nothing is left behind.
+    /// The state directory and in-flight log (see `ServedVDUSEDevice`).
+    public var stateDirectory: DeviceStateDirectory? {
+        get { device.stateDirectory }
+        set { device.stateDirectory = newValue }
+    }
+    public var inflightLog: InflightLogFile? {
+        get { device.inflightLog }
+        set { device.inflightLog = newValue }
+    }
+
+    /// What an adopting daemon's options must match (see `InflightLogFile.identity`).
+    public var identity: UInt64 {
+        InflightLogFile.identity(deviceID: model.deviceID, features: model.offeredFeatures,
+                                 queueCount: model.queueCount, maxQueueSize: model.maxQueueSize,
+                                 config: model.configSpace())
+    }
+
+    /// Takes over the existing device left by a dead daemon (see `ServedVDUSEDevice.adopt`).
+    public func adopt() throws(VDUSEError) {
+        try device.adopt()
+        logger.info("adopted /dev/vduse/\(name): \(parameters.capacityBytes) bytes, \(parameters.numQueues) queue(s) of \(parameters.queueSize), \(model.summary)")
+    }
+
     public func create() throws(VDUSEError) {
         try device.create()
         logger.info("created /dev/vduse/\(name): \(parameters.capacityBytes) bytes, \(parameters.numQueues) queue(s) of \(parameters.queueSize), \(model.summary)")
@@ -65,4 +88,7 @@ public final class VDUSEBlockDevice {
     /// Unbinds (if bound), stops the queues and control loop, closes the
     /// device and destroys it. Safe to call more than once.
     public func shutdown() { device.shutdown() }
+
+    /// Leaves the device to the next daemon (see `ServedVDUSEDevice.handOver`).
+    public func handOver() { device.handOver() }
 }

@@ -33,6 +33,9 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     let queues: [QueueState]
     public private(set) var status: UInt8 = 0
     public private(set) var negotiatedFeatures: UInt64 = 0
+    /// The device's in-flight log (driver status, features, one region per
+    /// queue); nil: not logged. Set before the control loop starts.
+    public var inflightLog: InflightLogFile?
 
     /// Makes every queue's service and kick eventfd (the model's errors
     /// become `.attach("queue N: ...")`).
@@ -103,17 +106,77 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
             stopQueues()
             negotiatedFeatures = 0
             bounceAdoption?.cancel()
+            if let log = inflightLog {
+                // Queues drained: nothing is in flight. A crash from here on adopts a reset device.
+                for i in 0..<min(log.queueCount, queues.count) { log.queue(i).reset(queueIndex: UInt16(i)) }
+                log.record(features: 0)
+            }
+            inflightLog?.record(status: 0)
         } else if s & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) != 0, old & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) == 0 {
+            inflightLog?.record(status: s)
             startQueues()
+        } else {
+            inflightLog?.record(status: s)
+        }
+    }
+
+    /// Takes over a device whose previous daemon died (its fd is open here
+    /// again; the kernel kept features, rings and IOTLB): the driver status
+    /// and queue progress come from the in-flight log. If the driver was
+    /// running, every queue resumes where the log says, resubmits what was
+    /// in flight, scans its ring once and gets one interrupt. Throws (having
+    /// started nothing) when the log and the kernel disagree.
+    public func adopt() throws(VDUSEError) {
+        guard let log = inflightLog else { throw .attach("adopting a device needs its in-flight log") }
+        let s = log.status
+        logger.info("adopting: driver status 0x\(String(s, radix: 16)) per the in-flight log")
+        if s & UInt8(VB_VIRTIO_STATUS_FEATURES_OK) != 0, s & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) != 0 {
+            let kernel = try transport.negotiatedFeatures()
+            let logged = log.negotiatedFeatures
+            if logged != 0, logged != kernel {
+                throw .attach("in-flight log says features 0x\(String(logged, radix: 16)), the kernel "
+                    + "0x\(String(kernel, radix: 16)): not the same driver session")
+            }
+        }
+        status = s
+        guard s & UInt8(VB_VIRTIO_STATUS_DRIVER_OK) != 0 else { return }
+        try startQueues(adopting: true)
+        for (i, st) in queues.enumerated() where st.running {
+            _ = transport.interruptSink.interrupt(queue: i)
         }
     }
 
     func startQueues() {
+        do throws(VDUSEError) { try startQueues(adopting: false) } catch { logger.error("\(error)") }
+    }
+
+    func startQueues(adopting: Bool) throws(VDUSEError) {
         do {
             negotiatedFeatures = try transport.negotiatedFeatures()
         } catch {
             logger.error("cannot read negotiated features: \(error)")
+            if adopting { throw error }
             return
+        }
+        inflightLog?.record(features: negotiatedFeatures)
+        // Adopting: check every queue's log against the kernel before starting any.
+        var recovered: [Int: InflightQueueLog.Recovery] = [:]
+        if adopting, let log = inflightLog {
+            for i in queues.indices where i < log.queueCount {
+                let info = try transport.queueInfo(i)
+                guard info.ready else { continue }
+                let memory = transport.makeMemory(queue: i)
+                defer { transport.invalidate(memory, start: 0, last: .max) }
+                do throws(InflightLogError) {
+                    if let r = try log.queue(i).recover(queueIndex: UInt16(i), addresses: info.addresses,
+                                                        memory: memory) {
+                        recovered[i] = r
+                        logger.info("queue \(i): resuming at avail \(r.startAvail), used \(r.usedIdx), \(r.resubmit.count) request(s) to resubmit, \(r.reconciled) found already returned")
+                    }
+                } catch {
+                    throw .attach("cannot adopt: \(error)")
+                }
+            }
         }
         logger.info("driver ready, features: \(VirtioFeature.names(negotiatedFeatures).joined(separator: " "))")
         let maxSize = model.maxQueueSize
@@ -128,10 +191,29 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                 }
                 try transport.attachKickFD(queue: i, fd: st.kickFD)
                 let memory = transport.makeMemory(queue: i)
+                var startAvail = info.availIndex
+                var queueLog: InflightQueueLog?
+                var resubmit: [UInt16] = []
+                var nextSeq: UInt64 = 1
+                if let log = inflightLog, i < log.queueCount {
+                    let ql = log.queue(i)
+                    if let r = recovered[i] {
+                        startAvail = r.startAvail
+                        resubmit = r.resubmit
+                        nextSeq = r.nextSeq
+                    } else {
+                        let used = memory.contiguous(info.addresses.usedRing, length: 4, write: true)
+                            .map { UInt16(littleEndian: vb_load_acquire_u16($0 + 2)) } ?? 0
+                        ql.begin(queueIndex: UInt16(i), addresses: info.addresses, startAvail: startAvail,
+                                 usedIdx: used)
+                    }
+                    queueLog = ql
+                }
                 try st.service.start(
                     VirtqueueStart(queueIndex: i, addresses: info.addresses, features: negotiatedFeatures,
-                                   startAvail: info.availIndex, kickFD: st.kickFD,
-                                   interruptSink: transport.interruptSink),
+                                   startAvail: startAvail, kickFD: st.kickFD,
+                                   interruptSink: transport.interruptSink, log: queueLog,
+                                   resubmit: resubmit, nextSeq: nextSeq),
                     memory: memory)
                 st.memory = memory
                 st.running = true

@@ -16,6 +16,11 @@ public final class ServedVDUSEDevice {
     var controller: DeviceController<VDUSETransport>?
     var loop: ControlLoop<VDUSETransport>?
     var created = false
+    /// The device's state directory (lock) and in-flight log; set before
+    /// `create` or `adopt` to survive a daemon crash. Removed once
+    /// VDUSE_DESTROY_DEV succeeded.
+    public var stateDirectory: DeviceStateDirectory?
+    public var inflightLog: InflightLogFile?
 
     /// Checks the name and opens `/dev/vduse/control`; creates nothing yet.
     public init(name: String, model: any VirtioDeviceModel, userBounce: Bool = false,
@@ -40,12 +45,50 @@ public final class ServedVDUSEDevice {
             transport = t
             for q in 0..<model.queueCount { try t.setupQueue(q, maxSize: model.maxQueueSize) }
             let c = try DeviceController(transport: t, model: model, userBounce: userBounce, logger: logger)
+            c.inflightLog = inflightLog
             controller = c
             let l = try ControlLoop(deviceFD: t.fd, controller: c, logger: logger)
             loop = l
             try l.start()
         } catch {
             shutdown()
+            throw error
+        }
+    }
+
+    /// Takes over the existing device NAME whose daemon died: reopens
+    /// `/dev/vduse/NAME` (no VQ_SETUP: the queues are set up, and API v1
+    /// refuses it after DRIVER_OK), rebuilds the queues from the in-flight
+    /// log (`inflightLog`, opened for adoption) and the rings, then answers
+    /// the control messages the kernel re-queued. On failure the device is
+    /// left as it was (closed again, not destroyed).
+    public func adopt() throws(VDUSEError) {
+        let t = try VDUSETransport(name: name)
+        do {
+            if !VdpaTool.isBound(name: name) {
+                // The previous daemon may have died between CREATE_DEV and the last
+                // VQ_SETUP; with no driver bound, setting the queues up again is safe.
+                for q in 0..<model.queueCount {
+                    do { try t.setupQueue(q, maxSize: model.maxQueueSize) } catch {
+                        logger.debug("adopt: \(error) (left as the previous daemon set it up)")
+                    }
+                }
+            }
+            let c = try DeviceController(transport: t, model: model, userBounce: userBounce, logger: logger)
+            c.inflightLog = inflightLog
+            try c.adopt()
+            transport = t
+            controller = c
+            created = true
+            let l = try ControlLoop(deviceFD: t.fd, controller: c, logger: logger)
+            loop = l
+            try l.start()
+        } catch {
+            loop = nil
+            controller?.stopQueues()
+            controller = nil
+            transport = nil
+            created = false
             throw error
         }
     }
@@ -57,6 +100,25 @@ public final class ServedVDUSEDevice {
     public func attach() throws(VDUSEError) -> String? {
         try VdpaTool.add(name: name)
         return VdpaTool.driver(name: name)
+    }
+
+    /// Planned hand-over to another daemon (an upgrade): stops answering
+    /// control messages, drains every queue (all in flight completes and is
+    /// published, so the log holds no in-flight head), and closes the device
+    /// without unbinding or destroying it. The driver keeps its status; the
+    /// next daemon's `adopt` continues from the log. Control messages sent
+    /// meanwhile wait in the kernel for the next daemon (answer within
+    /// msg_timeout, 30 s by default).
+    public func handOver() {
+        loop?.stop()
+        loop = nil
+        controller?.stopQueues()
+        controller = nil
+        transport = nil
+        created = false
+        inflightLog = nil
+        stateDirectory = nil
+        logger.info("handed \(name) over: device left bound, queues drained, log kept")
     }
 
     /// Unbinds (if bound), stops the queues and control loop, closes the
@@ -75,6 +137,8 @@ public final class ServedVDUSEDevice {
             do {
                 try control.destroyDevice(name: name)
                 created = false
+                inflightLog = nil
+                stateDirectory?.remove()
                 logger.info("destroyed \(name)")
                 return
             } catch {

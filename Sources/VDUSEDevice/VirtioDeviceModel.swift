@@ -40,15 +40,25 @@ public struct VirtqueueStart: Sendable {
     public var kickFD: Int32
     /// Where used-buffer notifications go.
     public var interruptSink: any InterruptSink
+    /// The queue's in-flight log, already begun or recovered (nil: not logged).
+    public var log: InflightQueueLog?
+    /// Heads a previous daemon left in flight, in submission order (adoption).
+    public var resubmit: [UInt16]
+    /// Submission number the log continues from.
+    public var nextSeq: UInt64
 
     public init(queueIndex: Int, addresses: QueueAddresses, features: UInt64, startAvail: UInt16, kickFD: Int32,
-                interruptSink: any InterruptSink) {
+                interruptSink: any InterruptSink, log: InflightQueueLog? = nil, resubmit: [UInt16] = [],
+                nextSeq: UInt64 = 1) {
         self.queueIndex = queueIndex
         self.addresses = addresses
         self.features = features
         self.startAvail = startAvail
         self.kickFD = kickFD
         self.interruptSink = interruptSink
+        self.log = log
+        self.resubmit = resubmit
+        self.nextSeq = nextSeq
     }
 }
 

@@ -28,8 +28,11 @@ struct Scenario {
     var write: Bool
     /// Writes move to never-written sectors every round.
     var fresh = false
+    /// Serve with an in-flight log in a MAP_SHARED tmpfs file (as the daemon does).
+    var log = false
     var label: String {
         "\(backend) \(write ? (fresh ? "fresh-write" : "write") : "read") \(requestSize / 1024)k batch=\(batch) queues=\(queues)"
+            + (log ? " log" : "")
     }
 }
 
@@ -161,10 +164,33 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
     var workers: [QueueWorker<SimulatedGuestMemory>] = []
+    // The in-flight log: one page-aligned region per queue in a shared mapping of a tmpfs file.
+    let regionBytes = InflightQueueLog.regionBytes(maxQueueSize: queueSize)
+    let logPath = "/dev/shm/vduse-engine-bench.inflight"
+    var logBase: UnsafeMutableRawPointer?
+    if s.log {
+        let fd = open(logPath, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0, ftruncate(fd, off_t(regionBytes * s.queues)) == 0 else { throw BenchError.log }
+        var err: Int32 = 0
+        logBase = vb_mmap_shared(fd, 0, regionBytes * s.queues, 1, &err)
+        close(fd)
+        guard logBase != nil else { throw BenchError.log }
+    }
+    defer {
+        if let b = logBase { _ = vb_munmap(b, regionBytes * s.queues); unlink(logPath) }
+    }
     for q in 0..<s.queues {
         let ringWait = ProcessInfo.processInfo.environment["ENGINE_BENCH_WAIT"] == "ring"
+        var log: InflightQueueLog?
+        if let b = logBase {
+            let l = InflightQueueLog(base: b + q * regionBytes, maxQueueSize: queueSize)
+            l.begin(queueIndex: UInt16(q), addresses: drivers[q].driver.addresses, startAvail: 0,
+                    usedIdx: drivers[q].driver.usedIndex)
+            log = l
+        }
         let w = try QueueWorker(config: QueueWorkerConfig(queueIndex: q, addresses: drivers[q].driver.addresses,
-                                                          features: params.offeredFeatures, ringWait: ringWait),
+                                                          features: params.offeredFeatures, ringWait: ringWait,
+                                                          log: log),
                                 memory: memory, backend: try factory.makeQueueBackend(queueIndex: q, depth: Int(queueSize)),
                                 parameters: params, sink: sink, kickFD: drivers[q].driver.kickFD, logger: logger)
         workers.append(w)
@@ -217,7 +243,7 @@ func zstdOverlayFactory(capacity: UInt64, image: String, overlay: String) throws
     return try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, overlayPath: overlay, cacheBytes: 8 << 20))
 }
 
-enum BenchError: Error { case setup(String) }
+enum BenchError: Error { case setup(String), log }
 
 /// The end of a measured window, set after the driver threads exist.
 final class DeadlineBox: @unchecked Sendable {
@@ -229,14 +255,19 @@ final class DeadlineBox: @unchecked Sendable {
 var seconds = 2.0
 var jsonPath: String?
 var filter: String?
+var logMode = "off"
+var rounds = 1
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
     case "--seconds": seconds = Double(args.popFirst() ?? "") ?? seconds
     case "--json": jsonPath = args.popFirst()
     case "--only": filter = args.popFirst()
+    case "--inflight-log": logMode = args.popFirst() ?? ""
+    case "--rounds": rounds = max(1, Int(args.popFirst() ?? "") ?? 1)
     default:
-        print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING]")
+        print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING] [--inflight-log off|on|both] [--rounds N]")
+        print("  --inflight-log both: each scenario without and with the in-flight log, alternating, --rounds times")
         exit(2)
     }
 }
@@ -258,6 +289,24 @@ for queues in [1, 2] {
     }
 }
 if let f = filter { scenarios = scenarios.filter { $0.label.contains(f) } }
+switch logMode {
+case "off": break
+case "on": scenarios = scenarios.map { var x = $0; x.log = true; return x }
+case "both":
+    var alternated: [Scenario] = []
+    for sc in scenarios {
+        for _ in 0..<rounds {
+            alternated.append(sc)
+            var l = sc
+            l.log = true
+            alternated.append(l)
+        }
+    }
+    scenarios = alternated
+default:
+    print("--inflight-log must be off, on or both")
+    exit(2)
+}
 
 func pad(_ s: String, _ n: Int, left: Bool = false) -> String {
     let fill = String(repeating: " ", count: max(0, n - s.count))

@@ -106,10 +106,12 @@ struct CreateCommand: ParsableCommand {
 
     func serve(logger: Logger) throws {
         // Signals are taken by one thread; blocked before any other thread starts.
+        // SIGUSR2 (once running) hands the device over to the next daemon (upgrade).
         let signals = ShutdownSignals()
 
         // Fail on a missing VDUSE before touching (or creating) the image.
         do { _ = try VDUSEControl() } catch { throw CLIFailure(message: error.description) }
+        try refuseIfServedElsewhere()
 
         let factory: any BlockBackendFactory
         let parameters: BlkDeviceParameters
@@ -142,16 +144,17 @@ struct CreateCommand: ParsableCommand {
         }
 
         let device: VDUSEBlockDevice
+        var adopted = false
         signals.arm()
         do {
             device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
                                           pollMicros: pollMicros, ringWait: wait == "ring",
                                           userBounce: bounce == "user", logger: logger)
-            try device.create()
+            adopted = try createOrAdopt(device, logger: logger)
         } catch {
             throw CLIFailure(message: error.description)
         }
-        if attach {
+        if attach, !(adopted && VdpaTool.isBound(name: name)) {
             do { try device.attach() } catch {
                 device.shutdown()
                 throw CLIFailure(message: error.description)
@@ -160,8 +163,13 @@ struct CreateCommand: ParsableCommand {
         let publisher = factory.statistics() == nil ? nil : StatsPublisher(source: factory, name: name)
         publisher?.start()
         let sig = signals.wait()
-        logger.info("signal \(sig): shutting down")
-        device.shutdown()
+        if sig == SIGUSR2 {
+            logger.info("SIGUSR2: draining and handing \(name) over; start the new daemon with the same options")
+            device.handOver()
+        } else {
+            logger.info("signal \(sig): shutting down")
+            device.shutdown()
+        }
         publisher?.stop()
         factory.shutdown()
     }

@@ -16,6 +16,7 @@ struct DestroyCommand: ParsableCommand {
     func run() throws {
         do {
             let control = try VDUSEControl()
+            if try DeadDeviceDestroyer.destroy(name: name, control: control) { return }
             if VdpaTool.isBound(name: name) { try VdpaTool.delete(name: name) }
             try control.destroyDevice(name: name)
         } catch {

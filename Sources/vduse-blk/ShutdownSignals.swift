@@ -1,7 +1,7 @@
 import Glibc
 import SystemSupport
 
-/// SIGINT and SIGTERM for the daemon, taken by one thread with `sigwait` from
+/// SIGINT, SIGTERM and SIGUSR2 (hand-over) for the daemon, taken by one thread with `sigwait` from
 /// the first instruction of `create` on (they are blocked in every thread).
 /// During start-up (a slow or stuck image open, a remote probe waiting on a
 /// server) a signal ends the process at once, exit status 128 + signal: nothing
@@ -14,7 +14,7 @@ final class ShutdownSignals: @unchecked Sendable {
     private var armed = false
     private var received: Int32 = 0
 
-    /// Blocks SIGINT and SIGTERM in this thread (and so in every thread it
+    /// Blocks SIGINT, SIGTERM and SIGUSR2 in this thread (and so in every thread it
     /// starts later) and starts the thread that takes them.
     init() {
         var set = Self.signalSet()
@@ -28,6 +28,7 @@ final class ShutdownSignals: @unchecked Sendable {
         sigemptyset(&set)
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGUSR2)
         return set
     }
 
@@ -50,7 +51,7 @@ final class ShutdownSignals: @unchecked Sendable {
     /// From now on a signal is kept for `wait()` instead of ending the process.
     func arm() { monitor.withLock { armed = true } }
 
-    /// Waits for SIGINT or SIGTERM (returns at once if one came since `arm()`).
+    /// Waits for SIGINT, SIGTERM or SIGUSR2 (returns at once if one came since `arm()`).
     func wait() -> Int32 {
         monitor.lock()
         defer { monitor.unlock() }

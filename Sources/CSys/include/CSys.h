@@ -81,6 +81,15 @@ static inline uint16_t vb_load_relaxed_u16(const void *p) {
 static inline void vb_store_relaxed_u16(void *p, uint16_t v) {
     __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
 }
+static inline uint64_t vb_load_acquire_u64(const void *p) {
+    return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+}
+static inline void vb_store_release_u64(void *p, uint64_t v) {
+    __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE);
+}
+static inline void vb_store_relaxed_u64(void *p, uint64_t v) {
+    __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
 static inline void vb_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void vb_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void vb_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }

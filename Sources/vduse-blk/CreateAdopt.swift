@@ -1,0 +1,60 @@
+import Glibc
+import Logging
+import VDUSEBlk
+import VDUSEDevice
+
+/// How `create` starts a device: a new one, or (issue 14) the existing
+/// device NAME whose daemon died, taken over from its in-flight log.
+extension CreateCommand {
+    /// Takes the device's state-directory lock (a live owner is an error
+    /// naming its pid), then creates the device with a fresh in-flight log,
+    /// or adopts `/dev/vduse/NAME` when it already exists. Returns true when
+    /// it adopted. Nothing is changed when the options do not match the
+    /// existing device.
+    func createOrAdopt(_ device: VDUSEBlockDevice, logger: Logger) throws(VDUSEError) -> Bool {
+        let state = try DeviceStateDirectory(name: name)
+        let logPath = "\(state.path)/inflight"
+        let queues = device.model.queueCount
+        let maxSize = device.model.maxQueueSize
+        if access("/dev/vduse/\(name)", F_OK) == 0 {
+            guard access(logPath, F_OK) == 0 else {
+                throw .attach("a VDUSE device named \(name) already exists and has no in-flight log in "
+                    + "\(state.path): it was not made by vduse-blk (or its log was lost); remove it with "
+                    + "`vduse-blk destroy \(name)`")
+            }
+            let log = try InflightLogFile(path: logPath, queueCount: queues, maxQueueSize: maxSize,
+                                          identity: device.identity, fresh: false)
+            device.stateDirectory = state
+            device.inflightLog = log
+            logger.info("\(name) exists and its daemon is gone: adopting it")
+            do {
+                try device.adopt()
+            } catch {
+                device.stateDirectory = nil
+                device.inflightLog = nil
+                if case .busy = error {
+                    throw .attach("device \(name) is open in another process (not a vduse-blk daemon of this "
+                        + "run directory, \(DeviceStateDirectory.runDirectory)); stop it first")
+                }
+                throw error
+            }
+            return true
+        }
+        device.stateDirectory = state
+        device.inflightLog = try InflightLogFile(path: logPath, queueCount: queues, maxQueueSize: maxSize,
+                                                 identity: device.identity, fresh: true)
+        try device.create()
+        return false
+    }
+}
+
+extension CreateCommand {
+    /// Refuses at once, before the image is opened (whose own lock would
+    /// give a vaguer message), when a live daemon serves device NAME.
+    func refuseIfServedElsewhere() throws {
+        if let pid = DeviceStateDirectory.livingOwner(of: name), pid != getpid() {
+            throw CLIFailure(message: "device \(name) is in use by pid \(pid) (lock "
+                + "\(DeviceStateDirectory.path(for: name))/lock); stop that daemon first")
+        }
+    }
+}
