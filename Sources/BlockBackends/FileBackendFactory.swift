@@ -22,6 +22,8 @@ public struct FileBackendFactory: BlockBackendFactory {
     /// The image is a block device (rather than a regular file).
     public let isBlockDevice: Bool
     private let image: FileImage
+    /// The opened inode (device, inode number), so a resize changes that very file.
+    var imageIdentity: (device: UInt64, inode: UInt64) { (image.device, image.inode) }
     /// Holds the image's writer lock while the backend lives.
     private let lock: ImageLock
 

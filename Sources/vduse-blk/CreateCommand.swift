@@ -162,9 +162,11 @@ struct CreateCommand: ParsableCommand {
         }
         let publisher = factory.statistics() == nil ? nil : StatsPublisher(source: factory, name: name)
         publisher?.start()
+        let controlServer = startControlServer(device: device, factory: factory, logger: logger)
         var sig: Int32 = 0
         sigwait(&set, &sig)
         logger.info("signal \(sig): shutting down")
+        controlServer?.stop()
         device.shutdown()
         publisher?.stop()
         factory.shutdown()

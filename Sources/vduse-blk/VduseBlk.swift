@@ -7,5 +7,6 @@ struct VduseBlk: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vduse-blk",
         abstract: "A userspace virtio-blk device served through VDUSE.",
-        subcommands: [CreateCommand.self, ListCommand.self, DestroyCommand.self, StatsCommand.self, ImageCommand.self])
+        subcommands: [CreateCommand.self, ListCommand.self, DestroyCommand.self, StatsCommand.self, ResizeCommand.self,
+                      ImageCommand.self])
 }
