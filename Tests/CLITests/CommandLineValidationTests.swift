@@ -102,11 +102,9 @@ final class CommandLineValidationTests: XCTestCase {
     /// usage errors exit 64 and point at --help, all others exit 1.
     func testErrorsAreOneLineWithTheDocumentedStatus() {
         func line(_ arguments: [String]) -> (message: String, status: Int32)? {
-            do {
-                _ = try VduseBlk.parseAsRoot(arguments)
-                return nil
-            } catch {
-                return VduseBlk.errorLine(for: error, arguments: arguments)
+            switch Result(catching: { try VduseBlk.parseAsRoot(arguments) }) {
+            case .success: return nil
+            case .failure(let error): return VduseBlk.errorLine(for: error, arguments: arguments)
             }
         }
         for args in [create(["--queues", "0"]), create(["--queue-size", "3"]), ["create", "disk0"],
