@@ -14,8 +14,12 @@ final class ControlServer: @unchecked Sendable {
         var maxLine = 4096
         /// Connections at once; one more gets `busy` and is closed.
         var maxConnections = 16
-        /// Reply bytes a client may leave unread before it is dropped.
+        /// Reply bytes waiting for a client before its requests are no longer read (backpressure).
         var maxPendingOutput = 256 * 1024
+        /// A client whose waiting replies make no progress this long is dropped (ms).
+        var stallMillis = 5_000
+        /// Kernel send buffer of each connection (bytes): how much a non-reader soaks up there.
+        var socketBuffer: Int32 = 64 * 1024
         /// A connection with nothing to do for this long is closed (ms).
         var idleMillis = 30_000
     }
@@ -25,6 +29,10 @@ final class ControlServer: @unchecked Sendable {
         var input: [UInt8] = []
         var output: [UInt8] = []
         var lastActive: UInt64
+        /// When the waiting replies last moved (or started waiting).
+        var lastFlushProgress: UInt64 = 0
+        /// The last send hit a full socket: the client is not keeping up.
+        var blocked = false
         /// Close once the output is flushed.
         var closing = false
         init(fd: Int32, now: UInt64) {
@@ -141,7 +149,8 @@ final class ControlServer: @unchecked Sendable {
             fds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0))
             for c in connections {
                 var ev = Int16(0)
-                if !c.closing { ev |= Int16(POLLIN) }
+                // Backpressure: a client that is not reading its replies is not read from either.
+                if !c.closing && !c.blocked && c.output.count < limits.maxPendingOutput { ev |= Int16(POLLIN) }
                 if !c.output.isEmpty { ev |= Int16(POLLOUT) }
                 fds.append(pollfd(fd: c.fd, events: ev, revents: 0))
             }
@@ -157,6 +166,11 @@ final class ControlServer: @unchecked Sendable {
                 if rev & Int16(POLLERR | POLLNVAL) != 0 { c.closing = true; c.output.removeAll() }
                 if rev & Int16(POLLHUP) != 0 && rev & Int16(POLLIN) == 0 { c.closing = true; c.output.removeAll() }
                 if now &- c.lastActive > UInt64(limits.idleMillis) { c.closing = true; c.output.removeAll() }
+                if !c.output.isEmpty && now &- c.lastFlushProgress > UInt64(limits.stallMillis) {
+                    // It asks but never reads: drop it.
+                    c.closing = true
+                    c.output.removeAll()
+                }
             }
             connections.removeAll { c in
                 if c.closing && c.output.isEmpty { close(c.fd); return true }
@@ -176,6 +190,8 @@ final class ControlServer: @unchecked Sendable {
             if fd < 0 { return }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            var buffer = limits.socketBuffer
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, socklen_t(MemoryLayout<Int32>.size))
             guard connections.count < limits.maxConnections else {
                 let line = Array((ControlProtocol.errorReply(ControlError(
                     code: "busy", message: "too many control connections (\(limits.maxConnections))")) + "\n").utf8)
@@ -210,12 +226,8 @@ final class ControlServer: @unchecked Sendable {
                 if stopAfter { stopRequested = true }
             }
             if c.input.count > limits.maxLine { tooLong(c); return }
-            if c.output.count > limits.maxPendingOutput {
-                // It keeps asking and never reads: drop it.
-                c.closing = true
-                c.output.removeAll()
-                return
-            }
+            // Enough replies wait: read more only once they move (see `run`).
+            if c.output.count >= limits.maxPendingOutput { return }
         }
     }
 
@@ -227,6 +239,7 @@ final class ControlServer: @unchecked Sendable {
     }
 
     private func queue(_ c: Connection, _ reply: String) {
+        if c.output.isEmpty { c.lastFlushProgress = monotonicMillis() }
         c.output.append(contentsOf: reply.utf8)
         c.output.append(0x0A)
     }
@@ -236,11 +249,13 @@ final class ControlServer: @unchecked Sendable {
             let sent = c.output.withUnsafeBytes { send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if sent < 0 {
                 if errno == EINTR { continue }
-                if errno != EAGAIN && errno != EWOULDBLOCK { c.closing = true; c.output.removeAll() }
+                if errno == EAGAIN || errno == EWOULDBLOCK { c.blocked = true } else { c.closing = true; c.output.removeAll() }
                 return
             }
             c.output.removeFirst(sent)
+            c.blocked = false
             c.lastActive = now
+            c.lastFlushProgress = now
         }
     }
 

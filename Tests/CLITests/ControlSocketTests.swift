@@ -241,6 +241,7 @@ final class ControlSocketTests: XCTestCase {
         var limits = ControlServer.Limits()
         limits.maxPendingOutput = 64 << 10
         limits.idleMillis = 500
+        limits.stallMillis = 300
         let target = FakeTarget()
         let s = try serve(target, limits: limits)
         defer { s.stop() }

@@ -51,11 +51,11 @@ if busy == 0: fails.append("40 connections: none turned away as busy")
 for c in many: c.close()
 step("a client that never reads")
 hog = conn(); hog.setblocking(False); t = time.time(); dropped = False
-while time.time() - t < 20 and not dropped:
+while time.time() - t < 60 and not dropped:
     try: hog.send(b"{\"cmd\":\"stats\"}\n" * 256)
     except BlockingIOError: time.sleep(0.01)
     except OSError: dropped = True
-if not dropped: fails.append("a client that never reads was not dropped within 20 s")
+if not dropped: fails.append("a client that never reads was not dropped within 60 s")
 hog.close()
 step("info after the abuse")
 time.sleep(0.5)
@@ -85,7 +85,7 @@ run_control() {
       --verify=crc32c --verify_fatal=1 --do_verify=1 --loops=4 --verify_state_save=0 \
       --output-format=terse --terse-version=3) >"$W/ctl.fio" 2>"$W/ctl.fio.err" &
   fpid=$!
-  if out=$(timeout 120 python3 -c "$CONTROL_HOSTILE_PY" "$sock" 2>"$W/hostile.err"); then ok "control: hostile clients get errors or are dropped ($out)"
+  if out=$(timeout 150 python3 -c "$CONTROL_HOSTILE_PY" "$sock" 2>"$W/hostile.err"); then ok "control: hostile clients get errors or are dropped ($out)"
   else notok "control: hostile clients get errors or are dropped" "exit status $? (124: timed out): $out" "$(cat "$W/hostile.err")" "$(logtail $n)"; fi
   wait "$fpid"; rc=$?
   if ((rc == 0)) && awk -F';' '/^3;/ {n++; if ($5 != 0 || $6 == 0) bad=1} END {exit !(n > 0 && !bad)}' "$W/ctl.fio"; then
