@@ -35,7 +35,7 @@ final class AioQueueBackend: QueueBackend {
     private var fdsyncRefused = false
 
     /// Takes ownership of `fd` (closed on deinit, also when this throws).
-    init(fd: Int32, alignment: Int, capacityBytes: UInt64, depth: Int) throws(BackendError) {
+    init(fd: Int32, alignment: Int, capacity capacityBytes: CapacityCell, depth: Int) throws(BackendError) {
         let efd: Int32
         do { efd = try EventFD().fd } catch {
             close(fd)

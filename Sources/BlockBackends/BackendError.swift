@@ -27,6 +27,8 @@ public struct BackendError: Error, Sendable, Equatable, CustomStringConvertible 
         case remote
         /// Another process holds what the backend needs.
         case busy
+        /// The backend cannot do what was asked (e.g. resize a compressed image).
+        case unsupported
     }
 
     public var kind: Kind

@@ -21,7 +21,11 @@ public struct FileBackendFactory: BlockBackendFactory {
     public let geometry: BackendGeometry
     /// The image is a block device (rather than a regular file).
     public let isBlockDevice: Bool
+    /// The size the queues range-check against; an online resize changes it.
+    public let liveCapacity: CapacityCell
     private let image: FileImage
+    /// The opened inode (device, inode number), so a resize changes that very file.
+    var imageIdentity: (device: UInt64, inode: UInt64) { (image.device, image.inode) }
     /// Holds the image's writer lock while the backend lives.
     private let lock: ImageLock
 
@@ -51,6 +55,7 @@ public struct FileBackendFactory: BlockBackendFactory {
         }
         self.image = image
         self.lock = lock
+        liveCapacity = CapacityCell(image.capacityBytes)
         self.path = path
         self.engine = engine
         self.direct = direct
@@ -68,9 +73,9 @@ public struct FileBackendFactory: BlockBackendFactory {
         let fd = try image.openQueueFD()
         let alignment = Int(image.alignment)
         switch engine {
-        case .uring: return try UringQueueBackend(fd: fd, alignment: alignment, capacityBytes: geometry.capacityBytes, depth: depth)
-        case .aio: return try AioQueueBackend(fd: fd, alignment: alignment, capacityBytes: geometry.capacityBytes, depth: depth)
-        case .sync: return SyncQueueBackend(fd: fd, alignment: alignment, capacityBytes: geometry.capacityBytes, depth: depth)
+        case .uring: return try UringQueueBackend(fd: fd, alignment: alignment, capacity: liveCapacity, depth: depth)
+        case .aio: return try AioQueueBackend(fd: fd, alignment: alignment, capacity: liveCapacity, depth: depth)
+        case .sync: return SyncQueueBackend(fd: fd, alignment: alignment, capacity: liveCapacity, depth: depth)
         }
     }
 

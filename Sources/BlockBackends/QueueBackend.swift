@@ -81,6 +81,11 @@ public protocol BlockBackendFactory: Sendable {
     /// Stops background work (fetchers, prefetchers) once no queue handle is
     /// in use any more. Default: nothing to stop.
     func shutdown()
+    /// Changes the image's size while its queues run (online resize) and
+    /// returns the bytes now usable: grows always, shrinks only when
+    /// `allowShrink` (else `.wouldShrink`). Called on the control path,
+    /// never concurrently with itself. Default: refuses (`.unsupported`).
+    func resize(to bytes: UInt64, allowShrink: Bool) throws(BackendError) -> UInt64
 }
 
 /// A message a backend wants logged once, with its weight.
@@ -98,6 +103,9 @@ extension BlockBackendFactory {
     public var notes: [Note] { [] }
     public func statistics() -> [(String, UInt64)]? { nil }
     public func shutdown() {}
+    public func resize(to bytes: UInt64, allowShrink: Bool) throws(BackendError) -> UInt64 {
+        throw BackendError(kind: .unsupported, context: "\(summary) cannot be resized (only file: backends can, for now)")
+    }
 }
 
 /// A backend whose own completion ring can also watch eventfds (the queue's

@@ -21,11 +21,11 @@ final class SyncFileOps {
     static let punchHoleMode = Int32(VB_FALLOC_PUNCH_HOLE | VB_FALLOC_KEEP_SIZE)
     static let zeroRangeMode = Int32(VB_FALLOC_ZERO_RANGE | VB_FALLOC_KEEP_SIZE)
 
-    /// Bytes the device exposes: nothing at or past it is read or written
+    /// Bytes the device exposes now: nothing at or past it is read or written
     /// (a block device may be exposed only in part; a file must not grow).
-    let capacity: UInt64
+    let capacity: CapacityCell
 
-    init(fd: Int32, alignment: Int, capacity: UInt64) {
+    init(fd: Int32, alignment: Int, capacity: CapacityCell) {
         self.fd = fd
         self.alignment = max(alignment, 512)
         self.capacity = capacity
@@ -34,7 +34,8 @@ final class SyncFileOps {
     /// True when `[offset, offset + length)` reaches past the device.
     @inline(__always)
     func outOfRange(_ offset: UInt64, _ length: UInt64) -> Bool {
-        offset > capacity || length > capacity - offset
+        let bytes = capacity.current
+        return offset > bytes || length > bytes - offset
     }
 
     deinit {

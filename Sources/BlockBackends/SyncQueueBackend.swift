@@ -16,7 +16,7 @@ final class SyncQueueBackend: QueueBackend {
     var inFlight: Int { pendingCount + completions.count }
 
     /// Takes ownership of `fd` (closed on deinit).
-    init(fd: Int32, alignment: Int, capacityBytes: UInt64, depth: Int) {
+    init(fd: Int32, alignment: Int, capacity capacityBytes: CapacityCell, depth: Int) {
         capacity = depth
         ops = SyncFileOps(fd: fd, alignment: alignment, capacity: capacityBytes)
         pending = .allocate(capacity: depth)

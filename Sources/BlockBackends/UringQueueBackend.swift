@@ -55,7 +55,7 @@ final class UringQueueBackend: EventWaitingBackend {
     private static let cancelFlag: UInt64 = 1 << 62
 
     /// Takes ownership of `fd` (closed on deinit, also when this throws).
-    init(fd: Int32, alignment: Int, capacityBytes: UInt64, depth: Int) throws(BackendError) {
+    init(fd: Int32, alignment: Int, capacity capacityBytes: CapacityCell, depth: Int) throws(BackendError) {
         let efd: Int32
         do { efd = try EventFD().fd } catch {
             close(fd)

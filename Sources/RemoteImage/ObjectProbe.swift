@@ -59,7 +59,8 @@ enum ObjectProbe {
             if attempt >= policy.attempts || monotonicSeconds() + delay >= started + policy.deadline {
                 throw .transport(url: endpoint.displayName, reason: "\(why) (after \(attempt) attempts)")
             }
-            logger.warning("\(endpoint.displayName): \(why); retrying in \(Int(delay * 1000)) ms")
+            // Debug, not warning: a failed create ends in one error line that counts the attempts.
+            logger.debug("\(endpoint.displayName): \(why); retrying in \(Int(delay * 1000)) ms")
             usleep(UInt32(delay * 1e6))
         }
     }

@@ -31,6 +31,9 @@ public final class VDUSEBlockDevice {
                 pollMicros: Int = 0, ringWait: Bool = false, userBounce: Bool = false,
                 logger: Logger = Logger(label: "vduse-blk")) throws(VDUSEError) {
         self.name = name
+        var parameters = parameters
+        // One capacity cell for every queue's parser, so `resize` reaches them all.
+        if parameters.liveCapacity == nil { parameters.liveCapacity = LiveCapacity(bytes: parameters.capacityBytes) }
         self.parameters = parameters
         self.logger = logger
         model = VirtioBlkDeviceModel(parameters: parameters, backend: backend, pollMicros: pollMicros,

@@ -21,6 +21,9 @@ public struct BlkDeviceParameters: Sendable, Equatable {
     public var maxWriteZeroesSectors: UInt32
     /// Byte alignment the backend needs for data requests (>= 512).
     public var requiredAlignment: UInt32
+    /// When set, the capacity the device serves now (online resize) instead
+    /// of `capacityBytes`: shared by every copy of these parameters.
+    public var liveCapacity: LiveCapacity?
 
     public init(capacityBytes: UInt64, blockSize: UInt32 = 512, readOnly: Bool = false,
                 serial: String = "", numQueues: UInt16 = 1, queueSize: UInt16 = 256,
@@ -40,7 +43,10 @@ public struct BlkDeviceParameters: Sendable, Equatable {
         self.requiredAlignment = max(requiredAlignment, 512)
     }
 
-    public var capacitySectors: UInt64 { capacityBytes / BlkProtocol.sectorSize }
+    /// The capacity served now: `liveCapacity` when set, else `capacityBytes`.
+    public var currentCapacityBytes: UInt64 { liveCapacity?.currentBytes ?? capacityBytes }
+
+    public var capacitySectors: UInt64 { currentCapacityBytes / BlkProtocol.sectorSize }
 
     /// The features this device offers.
     public var offeredFeatures: UInt64 {

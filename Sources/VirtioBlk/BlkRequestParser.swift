@@ -8,12 +8,16 @@ import VirtioCore
 /// allocates nothing.
 public struct BlkRequestParser {
     public let parameters: BlkDeviceParameters
-    @usableFromInline let capacityBytes: UInt64
+    /// The capacity when it cannot change (no `liveCapacity`).
+    @usableFromInline let fixedCapacityBytes: UInt64
+    /// The capacity of a resizable device, loaded once per range check.
+    @usableFromInline let liveCapacity: LiveCapacity?
     @usableFromInline let alignment: UInt64
 
     public init(parameters: BlkDeviceParameters) {
         self.parameters = parameters
-        capacityBytes = parameters.capacitySectors * BlkProtocol.sectorSize
+        fixedCapacityBytes = parameters.capacitySectors * BlkProtocol.sectorSize
+        liveCapacity = parameters.liveCapacity
         alignment = UInt64(max(parameters.requiredAlignment, 512))
     }
 
@@ -87,6 +91,8 @@ public struct BlkRequestParser {
     /// Byte offset of `sector` if [sector, sector + bytes) lies on the disk and is aligned.
     @usableFromInline
     func checkRange(sector: UInt64, bytes: UInt64) -> UInt64? {
+        let capacityBytes = liveCapacity.map { $0.load() / BlkProtocol.sectorSize * BlkProtocol.sectorSize }
+            ?? fixedCapacityBytes
         guard bytes % alignment == 0, sector <= capacityBytes / BlkProtocol.sectorSize else { return nil }
         let offset = sector * BlkProtocol.sectorSize
         guard offset % alignment == 0, bytes <= capacityBytes - offset else { return nil }

@@ -162,7 +162,9 @@ struct CreateCommand: ParsableCommand {
         }
         let publisher = factory.statistics() == nil ? nil : StatsPublisher(source: factory, name: name)
         publisher?.start()
+        let controlServer = startControlServer(device: device, factory: factory, logger: logger)
         let sig = signals.wait()
+        controlServer?.stop()
         if sig == SIGUSR2 {
             logger.info("SIGUSR2: draining and handing \(name) over; start the new daemon with the same options")
             device.handOver()

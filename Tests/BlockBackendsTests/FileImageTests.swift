@@ -153,7 +153,7 @@ final class FileImageTests: XCTestCase {
         let fd = open(path, O_RDONLY)
         XCTAssertGreaterThanOrEqual(fd, 0)
         defer { close(fd) }
-        let ops = SyncFileOps(fd: fd, alignment: 512, capacity: .max)
+        let ops = SyncFileOps(fd: fd, alignment: 512, capacity: CapacityCell(.max))
         let back = AlignedBuffer(count: 10000, fill: 0xAA)
         var iovs = [back.iovec(0, 3000), back.iovec(3000, 0), back.iovec(3000, 7000)]
         // Pretend an async engine already moved 4500 bytes (into the middle of the third iovec).
@@ -172,7 +172,7 @@ final class FileImageTests: XCTestCase {
         let fd = open(path, O_RDWR)
         XCTAssertGreaterThanOrEqual(fd, 0)
         defer { close(fd) }
-        let ops = SyncFileOps(fd: fd, alignment: 512, capacity: .max)
+        let ops = SyncFileOps(fd: fd, alignment: 512, capacity: CapacityCell(.max))
         ops.noteUnsupported(mode: SyncFileOps.punchHoleMode)
         ops.noteUnsupported(mode: SyncFileOps.zeroRangeMode)
         XCTAssertNil(ops.zeroingMode(unmap: true))

@@ -17,7 +17,8 @@ final class EngineHarness {
 
     init(backend: any BlockBackendFactory, queues: Int = 1, queueSize: UInt16 = 64, eventIdx: Bool = true,
          indirectFeature: Bool = true, indirectChains: Bool = false, readOnly: Bool = false,
-         serial: String = "sim-serial-0001", ringWait: Bool = false, startWorkers: Bool = true) throws {
+         serial: String = "sim-serial-0001", ringWait: Bool = false, startWorkers: Bool = true,
+         liveCapacity: LiveCapacity? = nil) throws {
         memory = SimulatedGuestMemory(iova: 0x1_0000_0000, size: 64 << 20)
         var ds: [SimulatedDriver] = []
         for _ in 0..<queues { ds.append(SimulatedDriver(memory: memory, size: queueSize, eventIdx: eventIdx)) }
@@ -25,9 +26,11 @@ final class EngineHarness {
         builders = ds.map { BlkRequestBuilder(driver: $0, indirect: indirectChains) }
         sink = CountingInterruptSink(queues: queues)
         let g = backend.geometry
-        parameters = BlkDeviceParameters(capacityBytes: g.capacityBytes, readOnly: readOnly || g.readOnly,
-                                         serial: serial, numQueues: UInt16(queues), queueSize: queueSize,
-                                         discard: g.supportsDiscard, writeZeroes: g.supportsWriteZeroes)
+        var p = BlkDeviceParameters(capacityBytes: g.capacityBytes, readOnly: readOnly || g.readOnly,
+                                    serial: serial, numQueues: UInt16(queues), queueSize: queueSize,
+                                    discard: g.supportsDiscard, writeZeroes: g.supportsWriteZeroes)
+        p.liveCapacity = liveCapacity
+        parameters = p
         var features = parameters.offeredFeatures
         if !eventIdx { features &= ~VirtioFeature.ringEventIdx }
         if !indirectFeature { features &= ~VirtioFeature.ringIndirectDesc }

@@ -79,7 +79,53 @@ final class CommandLineValidationTests: XCTestCase {
             assertRejected(create([], name: name), "name")
             assertRejected(["stats", name], "name")
             assertRejected(["destroy", name], "name")
+            assertRejected(["resize", name, "1G"], "name")
         }
+    }
+
+    func testResizeStatsListAndDestroyOptions() throws {
+        assertRejected(["resize", "disk0", "lots"], "SIZE")
+        assertRejected(["resize", "disk0", "0"], "SIZE must be a positive multiple of 512")
+        assertRejected(["resize", "disk0", "1000"], "SIZE must be a positive multiple of 512")
+        assertRejected(["resize", "disk0"], "size")
+        assertRejected(["destroy", "disk0", "--timeout", "0"], "--timeout must be 1-600")
+        assertRejected(["destroy", "disk0", "--timeout", "601"], "--timeout must be 1-600")
+        let r = try XCTUnwrap(try VduseBlk.parseAsRoot(["resize", "disk0", "20G", "--shrink"]) as? ResizeCommand)
+        XCTAssertTrue(r.shrink)
+        XCTAssertEqual(r.size, "20G")
+        XCTAssertTrue(try XCTUnwrap(try VduseBlk.parseAsRoot(["stats", "disk0", "--json"]) as? StatsCommand).json)
+        XCTAssertTrue(try XCTUnwrap(try VduseBlk.parseAsRoot(["list", "--json"]) as? ListCommand).json)
+        XCTAssertEqual(try XCTUnwrap(try VduseBlk.parseAsRoot(["destroy", "disk0"]) as? DestroyCommand).timeout, 30)
+    }
+
+    /// The README's contract: every error is one line, `vduse-blk: ...`;
+    /// usage errors exit 64 and point at --help, all others exit 1.
+    func testErrorsAreOneLineWithTheDocumentedStatus() {
+        func line(_ arguments: [String]) -> (message: String, status: Int32)? {
+            switch Result(catching: { try VduseBlk.parseAsRoot(arguments) }) {
+            case .success: return nil
+            case .failure(let error): return VduseBlk.errorLine(for: error, arguments: arguments)
+            }
+        }
+        for args in [create(["--queues", "0"]), create(["--queue-size", "3"]), ["create", "disk0"],
+                     create(["--bogus-option"]), ["resize", "disk0", "1000"], ["frobnicate"]] {
+            let l = line(args)
+            XCTAssertEqual(l?.status, 64, "\(args)")
+            XCTAssertEqual(l?.message.contains("\n"), false, "\(args): \(String(describing: l))")
+            XCTAssertEqual(l?.message.hasPrefix("Error"), false, "\(args): \(String(describing: l))")
+            XCTAssertEqual(l?.message.hasSuffix("--help')"), true, "\(args): \(String(describing: l))")
+        }
+        XCTAssertEqual(line(create(["--queues", "0"]))?.message,
+                       "--queues must be 1-16 (see 'vduse-blk create --help')")
+        // Help is printed in full, not squeezed into an error line.
+        XCTAssertNil(line(["create", "--help"]))
+        XCTAssertNil(line(["--help"]))
+        // Failures already reported (ExitCode) print nothing more; anything else is one line, exit 1.
+        XCTAssertNil(VduseBlk.errorLine(for: ExitCode.failure, arguments: []))
+        struct Odd: Error, CustomStringConvertible { var description: String { "odd failure\nsecond line" } }
+        let odd = VduseBlk.errorLine(for: Odd(), arguments: ["list"])
+        XCTAssertEqual(odd?.status, 1)
+        XCTAssertEqual(odd?.message.contains("\n"), false)
     }
 
     func testImageBenchReadRejectsValuesThatTrappedOrNeverEnded() {

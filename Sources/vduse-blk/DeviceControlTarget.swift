@@ -1,0 +1,89 @@
+import BlockBackends
+import Foundation
+import Glibc
+import Logging
+import VDUSEBlk
+import VDUSEDevice
+import VirtioCore
+
+/// The running daemon's answers on its control socket: a `VDUSEBlockDevice`
+/// and its backend. Runs on the control socket's thread: reads counters and
+/// sysfs, resizes (ftruncate + two ioctls), never waits on queue I/O.
+final class DeviceControlTarget: ControlTarget {
+    let device: VDUSEBlockDevice
+    let factory: any BlockBackendFactory
+    let started = time(nil)
+
+    init(device: VDUSEBlockDevice, factory: any BlockBackendFactory) {
+        self.device = device
+        self.factory = factory
+    }
+
+    func stats() -> [String: Any] {
+        var fields: [String: Any] = [
+            "name": device.name, "capacity_bytes": device.currentCapacityBytes,
+            "uptime_s": Int(time(nil) - started),
+        ]
+        // Ordered name/value pairs (the backend's own order), or null when it keeps none.
+        if let rows = factory.statistics() {
+            fields["backend"] = rows.map { [$0.0, $0.1] as [Any] }
+        } else {
+            fields["backend"] = NSNull()
+        }
+        return fields
+    }
+
+    func info() -> [String: Any] {
+        let p = device.parameters
+        var fields: [String: Any] = [
+            "name": device.name, "pid": Int(getpid()),
+            "size_bytes": device.currentCapacityBytes, "block_size": Int(p.blockSize),
+            "queues": Int(p.numQueues), "queue_size": Int(p.queueSize), "read_only": p.readOnly,
+            "backend": factory.summary,
+            "features": VirtioFeature.names(p.offeredFeatures),
+        ]
+        if let driver = VdpaTool.driver(name: device.name) {
+            fields["binding"] = driver
+        } else {
+            fields["binding"] = VdpaTool.isBound(name: device.name) ? "none" : "unbound"
+        }
+        if let disk = device.blockDeviceName { fields["disk"] = "/dev/\(disk)" }
+        return fields
+    }
+
+    func resize(bytes: UInt64, shrink: Bool) throws(ControlError) -> [String: Any] {
+        do {
+            let r = try device.resize(to: bytes, allowShrink: shrink)
+            var fields: [String: Any] = ["old_bytes": r.oldBytes, "new_bytes": r.newBytes, "interrupt_sent": r.interruptSent]
+            if let note = r.interruptNote { fields["note"] = note }
+            return fields
+        } catch {
+            throw ControlError(code: error.code, message: error.description)
+        }
+    }
+
+    func stop() -> [String: Any] {
+        ["stopping": true, "pid": Int(getpid())]
+    }
+}
+
+extension CreateCommand {
+    /// Serves NAME's control socket for the running `device`; a `stop`
+    /// request raises SIGTERM, the path Ctrl-C and `kill` take. Failing to
+    /// bind is logged, not fatal: the device still serves.
+    func startControlServer(device: VDUSEBlockDevice, factory: any BlockBackendFactory, logger: Logger) -> ControlServer? {
+        _ = mkdir(StatsFile.directory, 0o755)
+        do throws(ControlError) {
+            let server = try ControlServer(
+                path: ControlSocketPath.path(for: device.name),
+                target: DeviceControlTarget(device: device, factory: factory),
+                onStop: { kill(getpid(), SIGTERM) })
+            try server.start()
+            logger.info("control socket \(server.path)")
+            return server
+        } catch {
+            logger.error("no control socket: \(error.message)")
+            return nil
+        }
+    }
+}
