@@ -2,6 +2,7 @@ import BlockBackends
 import CSys
 import Glibc
 import Logging
+import SystemSupport
 import VirtioBlk
 import VirtioCore
 
@@ -115,24 +116,14 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
 
     /// Starts the queue thread (joined by `control.stop()`).
     public func start() {
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        let box = Unmanaged.passRetained(self as AnyObject)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, &attr, { arg in
-            let obj = Unmanaged<AnyObject>.fromOpaque(arg!).takeRetainedValue()
-            (obj as! any RunnableWorker).runLoop()
-            return nil
-        }, box.toOpaque())
-        pthread_attr_destroy(&attr)
-        if rc != 0 {
-            box.release()
-            logger.error("queue \(config.queueIndex): cannot start thread (error \(rc))")
+        do {
+            let thread = try NamedThread(name: "vq-\(config.queueIndex)", running: self) { $0.loop() }
+            control.thread.store(UInt(thread.pthread), ordering: .releasing)
+        } catch {
+            logger.error("queue \(config.queueIndex): cannot start thread (\(error))")
             markBroken()
             control.availIndex.store(UInt32(config.startAvail), ordering: .releasing)
             control.exited.signal()
-        } else {
-            control.thread.store(UInt(tid), ordering: .releasing)
         }
     }
 
@@ -438,14 +429,6 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
 }
 
 /// Type-erased entry point for the thread trampoline.
-protocol RunnableWorker: AnyObject {
-    func runLoop()
-}
-
-extension QueueWorker: RunnableWorker {
-    func runLoop() { loop() }
-}
-
 // MARK: - synchronous drive (fuzzers and tests only)
 
 extension QueueWorker {

@@ -23,9 +23,7 @@ public final class WorkerControl: Sendable {
     let thread = Atomic<UInt>(0)
 
     public init() throws(EngineError) {
-        let fd = vb_eventfd(0, 1)
-        guard fd >= 0 else { throw .system(what: "eventfd", errno: -fd) }
-        wakeFD = fd
+        do { wakeFD = try EventFD().fd } catch { throw .system(error) }
     }
 
     deinit { close(wakeFD) }

@@ -34,5 +34,27 @@ public struct NamedThread: @unchecked Sendable {
         thread = tid
     }
 
+    /// Starts `object.run` on a new thread named `name`: for a long-lived
+    /// owner that is not `Sendable` (a queue worker, a control loop) and that
+    /// hands itself to exactly one thread; `object` stays alive until `run`
+    /// returns.
+    public init<Object: AnyObject>(name: String, running object: Object, _ run: @escaping (Object) -> Void) throws(SyscallError) {
+        let handoff = ThreadHandoff(object, run)
+        try self.init(name: name) { handoff.run(handoff.object) }
+    }
+
+    /// The pthread, for code that joins by id.
+    public var pthread: pthread_t { thread }
+
     public func join() { pthread_join(thread, nil) }
+}
+
+/// An object and what to run on it, handed to exactly one new thread.
+private final class ThreadHandoff<Object: AnyObject>: @unchecked Sendable {
+    let object: Object
+    let run: (Object) -> Void
+    init(_ object: Object, _ run: @escaping (Object) -> Void) {
+        self.object = object
+        self.run = run
+    }
 }

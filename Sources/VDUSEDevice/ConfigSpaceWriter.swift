@@ -1,3 +1,4 @@
+import SystemSupport
 import CVDUSE
 
 /// Changes a live device's config space and tells the driver (online
@@ -14,13 +15,13 @@ public protocol ConfigSpaceWriter: AnyObject {
 extension VDUSETransport: ConfigSpaceWriter {
     public func writeConfig(offset: UInt32, bytes: [UInt8]) throws(VDUSEError) {
         let rc = bytes.withUnsafeBufferPointer { b in
-            retryEINTR { vb_vduse_dev_set_config(fd, offset, b.baseAddress, UInt32(b.count)) }
+            sysCallResult(returnsNegatedErrno: true) { vb_vduse_dev_set_config(fd, offset, b.baseAddress, UInt32(b.count)) }
         }
         if rc < 0 { throw .ioctl(what: "VDUSE_DEV_SET_CONFIG", errno: -rc) }
     }
 
     public func injectConfigInterrupt() throws(VDUSEError) {
-        let rc = retryEINTR { vb_vduse_dev_inject_config_irq(fd) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_dev_inject_config_irq(fd) }
         if rc < 0 { throw .ioctl(what: "VDUSE_DEV_INJECT_CONFIG_IRQ", errno: -rc) }
     }
 }

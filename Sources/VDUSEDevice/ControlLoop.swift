@@ -2,6 +2,7 @@ import CSys
 import CVDUSE
 import Glibc
 import Logging
+import SystemSupport
 
 /// The thread that reads control requests from `/dev/vduse/NAME`, hands them
 /// to the controller and writes every answer back. Owns a stop eventfd.
@@ -11,52 +12,38 @@ public final class ControlLoop<Transport: DeviceTransport>: @unchecked Sendable 
     let fd: Int32
     let controller: DeviceController<Transport>
     let logger: Logger
-    let stopFD: Int32
-    var thread = pthread_t()
-    var running = false
+    let stopFD: EventFD
+    var thread: NamedThread?
 
     public init(deviceFD: Int32, controller: DeviceController<Transport>, logger: Logger) throws(VDUSEError) {
         fd = deviceFD
         self.controller = controller
         self.logger = logger
-        let s = vb_eventfd(0, 1)
-        guard s >= 0 else { throw .ioctl(what: "eventfd", errno: -s) }
-        stopFD = s
+        do { stopFD = try EventFD(nonBlocking: true) } catch { throw .system(error) }
     }
 
     deinit {
         stop()
-        close(stopFD)
+        stopFD.close()
     }
 
     public func start() throws(VDUSEError) {
-        let box = Unmanaged.passRetained(self as AnyObject)
-        let rc = pthread_create(&thread, nil, { arg in
-            let obj = Unmanaged<AnyObject>.fromOpaque(arg!).takeRetainedValue()
-            (obj as! any ControlRunnable).runControl()
-            return nil
-        }, box.toOpaque())
-        if rc != 0 {
-            box.release()
-            throw .ioctl(what: "pthread_create", errno: rc)
-        }
-        running = true
+        do { thread = try NamedThread(name: "vduse-ctl", running: self) { $0.run() } } catch { throw .system(error) }
     }
 
     /// Stops the loop thread and waits for it.
     public func stop() {
-        guard running else { return }
-        var one: UInt64 = 1
-        _ = write(stopFD, &one, 8)
-        pthread_join(thread, nil)
-        running = false
+        guard let t = thread else { return }
+        stopFD.signal()
+        t.join()
+        thread = nil
     }
 
     func run() {
         let size = vb_vduse_request_size()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
         defer { buffer.deallocate() }
-        var fds: (Int32, Int32) = (fd, stopFD)
+        var fds: (Int32, Int32) = (fd, stopFD.fd)
         var rev: (Int16, Int16) = (0, 0)
         while true {
             let n = withUnsafeMutablePointer(to: &fds) { fp in
@@ -95,21 +82,11 @@ public final class ControlLoop<Transport: DeviceTransport>: @unchecked Sendable 
             logger.trace("control request \(message)")
             var response = controller.handle(message).encode()
             let wrote = withUnsafeBytes(of: &response) { p in
-                var r: Int
-                repeat { r = write(fd, p.baseAddress, p.count) } while r < 0 && errno == EINTR
-                return r
+                sysCallResult { write(fd, p.baseAddress, p.count) }
             }
             if wrote != MemoryLayout<vb_vduse_dev_response>.size {
-                logger.error("control loop: cannot answer request \(message.requestID): \(String(cString: strerror(errno)))")
+                logger.error("control loop: cannot answer request \(message.requestID): \(String(cString: strerror(wrote < 0 ? Int32(-wrote) : EIO)))")
             }
         }
     }
-}
-
-protocol ControlRunnable: AnyObject {
-    func runControl()
-}
-
-extension ControlLoop: ControlRunnable {
-    func runControl() { run() }
 }

@@ -1,6 +1,7 @@
 import CSys
 import CVDUSE
 import Glibc
+import SystemSupport
 import Logging
 import VirtioCore
 
@@ -54,10 +55,10 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                 for q in qs { close(q.kickFD) }
                 throw .attach("queue \(i): \(error)")
             }
-            let kick = vb_eventfd(0, 1)
-            guard kick >= 0 else {
+            let kick: Int32
+            do { kick = try EventFD().fd } catch {
                 for q in qs { close(q.kickFD) }
-                throw .ioctl(what: "eventfd", errno: -kick)
+                throw .system(error)
             }
             qs.append(QueueState(service: service, kickFD: kick))
         }

@@ -1,6 +1,7 @@
 import CSys
 import CVDUSE
 import Glibc
+import SystemSupport
 import VirtioCore
 
 /// One queue thread's view of the device's IOVA space: regions found with
@@ -66,7 +67,7 @@ public final class IOTLBMemory: GuestMemory, @unchecked Sendable {
         var entry = vb_vduse_iotlb_entry()
         entry.start = address
         entry.last = address
-        let fd = retryEINTR { vb_vduse_iotlb_get_fd(deviceFD, &entry) }
+        let fd = sysCallResult(returnsNegatedErrno: true) { vb_vduse_iotlb_get_fd(deviceFD, &entry) }
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         guard entry.last >= entry.start, entry.start <= address, address <= entry.last,

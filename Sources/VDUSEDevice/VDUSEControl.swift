@@ -1,6 +1,7 @@
 import CSys
 import CVDUSE
 import Glibc
+import SystemSupport
 
 /// The `/dev/vduse/control` node: API version negotiation, creating and
 /// destroying devices. Owns the control fd.
@@ -18,9 +19,9 @@ public final class VDUSEControl {
         }
         self.fd = fd
         var version: UInt64 = 0
-        var rc = retryEINTR { vb_vduse_get_api_version(fd, &version) }
+        var rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_get_api_version(fd, &version) }
         if rc < 0 { close(fd); throw .ioctl(what: "VDUSE_GET_API_VERSION", errno: -rc) }
-        rc = retryEINTR { vb_vduse_set_api_version(fd, UInt64(VB_VDUSE_API_VERSION)) }
+        rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_set_api_version(fd, UInt64(VB_VDUSE_API_VERSION)) }
         if rc < 0 { close(fd); throw .ioctl(what: "VDUSE_SET_API_VERSION", errno: -rc) }
     }
 
@@ -40,7 +41,7 @@ public final class VDUSEControl {
         try Self.validate(name: name)
         if access("/dev/vduse/\(name)", F_OK) == 0 { throw .nameTaken(name) }
         let rc = config.withUnsafeBufferPointer { cfg in
-            retryEINTR {
+            sysCallResult(returnsNegatedErrno: true) {
                 vb_vduse_create_dev(fd, name, 0, deviceID, features, queues, UInt32(getpagesize()),
                                     cfg.baseAddress, UInt32(cfg.count))
             }
@@ -52,7 +53,7 @@ public final class VDUSEControl {
 
     public func destroyDevice(name: String) throws(VDUSEError) {
         try Self.validate(name: name)
-        let rc = retryEINTR { vb_vduse_destroy_dev(fd, name) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_destroy_dev(fd, name) }
         if rc == -EBUSY { throw .busy(name) }
         if rc == -ENOENT || rc == -EINVAL && access("/dev/vduse/\(name)", F_OK) != 0 { throw .noSuchDevice(name) }
         if rc < 0 { throw .ioctl(what: "VDUSE_DESTROY_DEV \(name)", errno: -rc) }
@@ -71,11 +72,4 @@ public final class VDUSEControl {
     }
 }
 
-/// Runs a shim call (which returns -errno) again while it fails with EINTR.
-@inline(__always)
-func retryEINTR(_ body: () -> Int32) -> Int32 {
-    while true {
-        let r = body()
-        if r != -EINTR { return r }
-    }
-}
+

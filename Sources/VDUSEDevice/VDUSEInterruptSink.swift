@@ -1,3 +1,4 @@
+import SystemSupport
 import CVDUSE
 import VirtioCore
 
@@ -7,6 +8,6 @@ public final class VDUSEInterruptSink: InterruptSink {
     public init(deviceFD: Int32) { self.deviceFD = deviceFD }
 
     public func interrupt(queue: Int) -> Bool {
-        retryEINTR { vb_vduse_vq_inject_irq(deviceFD, UInt32(queue)) } >= 0
+        sysCallResult(returnsNegatedErrno: true) { vb_vduse_vq_inject_irq(deviceFD, UInt32(queue)) } >= 0
     }
 }

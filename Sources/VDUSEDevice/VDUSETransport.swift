@@ -1,5 +1,6 @@
 import CVDUSE
 import Glibc
+import SystemSupport
 import VirtioCore
 
 /// `DeviceTransport` over a real `/dev/vduse/NAME` fd. Owns that fd.
@@ -31,13 +32,13 @@ public final class VDUSETransport: DeviceTransport {
     deinit { close(fd) }
 
     public func setupQueue(_ index: Int, maxSize: UInt16) throws(VDUSEError) {
-        let rc = retryEINTR { vb_vduse_vq_setup(fd, UInt32(index), maxSize) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_vq_setup(fd, UInt32(index), maxSize) }
         if rc < 0 { throw .ioctl(what: "VDUSE_VQ_SETUP \(index)", errno: -rc) }
     }
 
     public func negotiatedFeatures() throws(VDUSEError) -> UInt64 {
         var f: UInt64 = 0
-        let rc = retryEINTR { vb_vduse_dev_get_features(fd, &f) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_dev_get_features(fd, &f) }
         if rc < 0 { throw .ioctl(what: "VDUSE_DEV_GET_FEATURES", errno: -rc) }
         return f
     }
@@ -45,7 +46,7 @@ public final class VDUSETransport: DeviceTransport {
     public func queueInfo(_ index: Int) throws(VDUSEError) -> QueueInfo {
         var info = vb_vduse_vq_info()
         info.index = UInt32(index)
-        let rc = retryEINTR { vb_vduse_vq_get_info(fd, &info) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_vq_get_info(fd, &info) }
         if rc < 0 { throw .ioctl(what: "VDUSE_VQ_GET_INFO \(index)", errno: -rc) }
         return QueueInfo(addresses: QueueAddresses(size: UInt16(truncatingIfNeeded: info.num),
                                                    descTable: info.desc_addr, availRing: info.driver_addr,
@@ -54,12 +55,12 @@ public final class VDUSETransport: DeviceTransport {
     }
 
     public func attachKickFD(queue: Int, fd kick: Int32) throws(VDUSEError) {
-        let rc = retryEINTR { vb_vduse_vq_setup_kickfd(fd, UInt32(queue), kick) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_vq_setup_kickfd(fd, UInt32(queue), kick) }
         if rc < 0 { throw .ioctl(what: "VDUSE_VQ_SETUP_KICKFD \(queue)", errno: -rc) }
     }
 
     public func detachKickFD(queue: Int) {
-        _ = retryEINTR { vb_vduse_vq_setup_kickfd(fd, UInt32(queue), VB_VDUSE_EVENTFD_DEASSIGN) }
+        _ = sysCallResult(returnsNegatedErrno: true) { vb_vduse_vq_setup_kickfd(fd, UInt32(queue), VB_VDUSE_EVENTFD_DEASSIGN) }
     }
 
     public func makeMemory(queue: Int) -> IOTLBMemory {
@@ -78,7 +79,7 @@ public final class VDUSETransport: DeviceTransport {
     public func userBounceState() -> UserBounceState {
         if userBounce != nil { return .registered }
         var info = vb_vduse_iova_info()
-        let rc = retryEINTR { vb_vduse_iotlb_get_info(fd, &info) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_iotlb_get_info(fd, &info) }
         if rc == -ENOTTY { return .unsupported("the kernel has no VDUSE_IOTLB_GET_INFO (needs 6.0 or later)") }
         // EINVAL: nothing mapped at IOVA 0 yet (the bounce region appears with the first DMA mapping).
         guard rc == 0 else { return .notYet }
@@ -91,7 +92,7 @@ public final class VDUSETransport: DeviceTransport {
     public func registerUserBounce(bytes: UInt64) throws(VDUSEError) {
         let buffer = try UserBounceBuffer(size: bytes)
         try buffer.raiseMemlockLimit()
-        let rc = retryEINTR { vb_vduse_iotlb_reg_umem(fd, UInt64(UInt(bitPattern: buffer.base)), 0, bytes) }
+        let rc = sysCallResult(returnsNegatedErrno: true) { vb_vduse_iotlb_reg_umem(fd, UInt64(UInt(bitPattern: buffer.base)), 0, bytes) }
         if rc < 0 { throw .ioctl(what: "VDUSE_IOTLB_REG_UMEM (\(bytes >> 20) MiB)", errno: -rc) }
         userBounce = buffer
     }

@@ -12,7 +12,7 @@ public final class CountingInterruptSink: InterruptSink {
 
     public init(queues: Int) {
         counts = Guarded([Int](repeating: 0, count: queues))
-        eventFDs = (0..<queues).map { _ in vb_eventfd(0, 1) }
+        eventFDs = (0..<queues).map { _ in (try? EventFD().fd) ?? -1 }
     }
 
     deinit { for fd in eventFDs { close(fd) } }

@@ -1,5 +1,6 @@
 import CSys
 import Glibc
+import SystemSupport
 import VirtioCore
 
 /// One buffer of a chain the simulated driver builds.
@@ -55,7 +56,7 @@ public final class SimulatedDriver: @unchecked Sendable {
         let avail = memory.allocate(SplitRingLayout.availBytes(size), alignment: 2)
         let used = memory.allocate(SplitRingLayout.usedBytes(size), alignment: 4)
         addresses = QueueAddresses(size: size, descTable: desc, availRing: avail, usedRing: used)
-        kickFD = vb_eventfd(0, 1)
+        kickFD = (try? EventFD().fd) ?? -1
         freeList = (0..<size).reversed().map { $0 }
     }
 

@@ -93,11 +93,11 @@ final class ControlServer: @unchecked Sendable {
             unlink(path)
             throw ControlError(code: "listen", message: "listen \(path): \(String(cString: strerror(e)))")
         }
-        let s = vb_eventfd(0, 1)
-        guard s >= 0 else {
+        let s: Int32
+        do { s = try EventFD().fd } catch {
             close(fd)
             unlink(path)
-            throw ControlError(code: "eventfd", message: "eventfd: \(String(cString: strerror(-s)))")
+            throw ControlError(code: "eventfd", message: error.message)
         }
         listenFD = fd
         stopFD = s
