@@ -157,14 +157,7 @@ public final class InflightLogFile: @unchecked Sendable {
 
     deinit { _ = vb_munmap(base, length) }
 
-    static func checksum(_ p: UnsafeRawPointer, _ n: Int) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for i in 0..<n {
-            h ^= UInt64(p.load(fromByteOffset: i, as: UInt8.self))
-            h = h &* 0x0000_0100_0000_01b3
-        }
-        return h
-    }
+    static func checksum(_ p: UnsafeRawPointer, _ n: Int) -> UInt64 { InflightQueueLog.checksum(p, n) }
 
     /// A hash of what must match for a daemon to adopt a device.
     public static func identity(deviceID: UInt32, features: UInt64, queueCount: Int, maxQueueSize: UInt16,

@@ -102,7 +102,9 @@ public struct InflightQueueLog: @unchecked Sendable {
         vb_fence_release()
     }
 
-    static func checksum(_ p: UnsafeRawPointer, _ n: Int) -> UInt64 {
+    /// FNV-1a over `n` bytes: the checksum of every header in the state
+    /// directory (the in-flight log's regions and the device state file).
+    public static func checksum(_ p: UnsafeRawPointer, _ n: Int) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for i in 0..<n {
             h ^= UInt64(p.load(fromByteOffset: i, as: UInt8.self))
