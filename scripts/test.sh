@@ -36,7 +36,7 @@ swift test --disable-swift-testing 2>&1 | tail -n 40
 hardening=0
 if [[ ${VDUSE_SKIP_HARDENING:-0} != 1 && -f scripts/ci-hardening.sh ]]; then
   echo "== hardening: fuzz targets, AddressSanitizer, ThreadSanitizer"
-  bash scripts/ci-hardening.sh || hardening=1
+  FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/ci-hardening.sh || hardening=1
 fi
 
 if [[ ${VDUSE_SKIP_GUEST:-0} != 1 ]]; then
