@@ -24,7 +24,7 @@
 #                      reconnect resize control
 #   E2E_DEV_TIMEOUT    seconds to wait for a device to appear (default 30)
 #   E2E_KEEP=1         keep the guest's /dev/shm work dir (only useful with --in-guest)
-#   and run-in-guest.sh's VDUSE_VM_* (VDUSE_VM_TIMEOUT defaults to 1500 s).
+#   and run-in-guest.sh's VDUSE_VM_* (VDUSE_VM_TIMEOUT defaults to 2700 s).
 #
 # Layout: this file only drives. The sections are scripts/guest-suite.d/NN-NAME.sh,
 # each defining run_NAME; they run in NN order, those named in E2E_ONLY. They use
@@ -62,7 +62,7 @@ if [[ ${1:-} != --in-guest ]]; then
   fi
   rm -rf "$SHARED"; mkdir -p "$SHARED/logs"; echo '*' >"$SHARED/.gitignore"
   export VDUSE_BLK=$BIN VDUSE_SUITE_PEER=$PEER E2E_HOST_SUMMARY=1
-  export VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-1500}
+  export VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-2700}
   VDUSE_VM_ENV="VDUSE_BLK VDUSE_SUITE_PEER E2E_HOST_SUMMARY E2E_FIO_SIZE E2E_FIO_RUNTIME E2E_ONLY E2E_DEV_TIMEOUT ${VDUSE_VM_ENV:-}" \
     "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/guest-suite.sh") --in-guest"
   rc=$?

@@ -23,7 +23,10 @@ struct DestroyCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let disk = VdpaTool.blockDevice(name: name), let why = DiskUsage().reason(disk: disk) {
+        // Only a live daemon's disk may be opened to probe for exclusive users:
+        // an open of a disk whose daemon died can block in the kernel for good.
+        let live = (try? ControlClient.request(name: name, ["cmd": "info"])) != nil
+        if let disk = VdpaTool.blockDevice(name: name), let why = DiskUsage().reason(disk: disk, probeExclusive: live) {
             fail("\(name) not destroyed: \(why); stop its users (umount) first")
         }
         let reply: [String: Any]

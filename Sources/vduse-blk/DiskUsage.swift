@@ -1,3 +1,4 @@
+import CSys
 import Glibc
 
 /// Whether a block device (and its partitions) is in use: mounted, held by
@@ -9,7 +10,9 @@ struct DiskUsage {
     var devDir = "/dev"
 
     /// Why `disk` (e.g. "vda") is in use, or nil when nothing holds it.
-    func reason(disk: String) -> String? {
+    /// `probeExclusive` also opens each node O_EXCL (only safe while the
+    /// device is served: an open of a disk whose daemon died can hang).
+    func reason(disk: String, probeExclusive: Bool = true) -> String? {
         let base = "\(sysBlock)/\(disk)"
         var nodes = [disk]
         for e in Self.entries(base) where e.hasPrefix(disk) && e != disk { nodes.append(e) }
@@ -27,7 +30,7 @@ struct DiskUsage {
                 return "/dev/\(n) is mounted at \(f[4])"
             }
         }
-        for n in nodes {
+        for n in nodes where probeExclusive {
             let fd = open("\(devDir)/\(n)", O_RDONLY | O_EXCL | O_CLOEXEC | O_NONBLOCK)
             if fd >= 0 { close(fd); continue }
             if errno == EBUSY { return "/dev/\(n) is open exclusively by another program" }
@@ -40,9 +43,8 @@ struct DiskUsage {
         defer { closedir(d) }
         var names: [String] = []
         while let e = readdir(d) {
-            let name = withUnsafePointer(to: e.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
+            // In place: a record can be shorter than struct dirent (no `pointee` copy).
+            let name = String(cString: vb_dirent_name(e))
             if name != "." && name != ".." { names.append(name) }
         }
         return names
