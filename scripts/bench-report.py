@@ -2,7 +2,7 @@
 """bench-report.py - the table of scripts/bench-guest.sh.
 
   bench-report.py --collect RAWDIR OUT.json   fio JSON + .cpu records -> rows
-  bench-report.py ROWS.json [--dat FILE] [--callgrind FILE] [--markdown]
+  bench-report.py ROWS.json [--dat FILE] [--callgrind FILE] [--markdown | --pairs]
 
 Rows are (fs, impl, job, round). impl labels are KIND-CONFIG: vduse-uring,
 qsd-uring, before-uring, ...; every vduse-blk label is compared with the
@@ -68,7 +68,7 @@ def fmt(x, spec, empty="-"):
     return empty if x is None else format(x, spec)
 
 
-def report(rows, dat=None, callgrind=None, markdown=False):
+def report(rows, dat=None, callgrind=None, markdown=False, pairs=False):
     acc = defaultdict(dict)              # (fs, job, impl) -> {round: row}
     fses, jobs, impls = [], [], []
     for r in rows:
@@ -143,6 +143,42 @@ def report(rows, dat=None, callgrind=None, markdown=False):
                 line([fs, job, impl, fmt(med([r["iops"] for r in rs]), ".0f"), fmt(med([r["mib_s"] for r in rs]), ".1f"),
                       fmt(med([r["mean_us"] for r in rs]), ".0f"), fmt(med([r["p99_us"] for r in rs]), ".0f"),
                       fmt(med([r.get("cpu_us_per_req") for r in rs]), ".1f"), ratio, cpu_ratio, base, len(rs)])
+    if pairs:
+        out = ["| fs | job | vduse-blk: IOPS (MiB/s), CPU/req, clat mean / p99 | qemu-storage-daemon: same | "
+               "IOPS ratio, median (min-max) | CPU/req ratio | " + ("vduse / baseline (min-max) | baseline / qsd | " if baselines else "")
+               + "null_blk | rounds |",
+               "|" + "---|" * (8 + (2 if baselines else 0))]
+        for fs in fses:
+            if fs == "none":
+                continue
+            for cfg in configs:
+                v, q = f"vduse-{cfg}", f"qsd-{cfg}"
+                for job in jobs:
+                    if (fs, job, v) not in acc:
+                        continue
+                    m = metric(job)
+
+                    def cell(impl):
+                        rs = list(acc.get((fs, job, impl), {}).values())
+                        if not rs:
+                            return "-"
+                        bw = f" ({med([r['mib_s'] for r in rs]):.0f} MiB/s)" if m == "mib_s" else ""
+                        cpu = med([r.get("cpu_us_per_req") for r in rs])
+                        return (f"{med([r['iops'] for r in rs]):.0f}{bw}, {fmt(cpu, '.0f')} us, "
+                                f"{med([r['mean_us'] for r in rs]) / 1000:.1f} / {med([r['p99_us'] for r in rs]) / 1000:.0f} ms")
+
+                    def rat(a, b, key):
+                        rr = ratios(fs, job, a, b, key)
+                        return f"{med(rr):.2f}x ({min(rr):.2f}-{max(rr):.2f})" if rr else "-"
+
+                    cr = ratios(fs, job, v, q, "cpu_us_per_req")
+                    row = [fs, f"{job} ({cfg})", cell(v), cell(q), f"**{rat(v, q, m)}**", f"{med(cr):.2f}x" if cr else "-"]
+                    if baselines:
+                        b = next((x for x in baselines if config_of(x) == cfg), None)
+                        row += [rat(v, b, m), rat(b, q, m)] if b and (fs, job, b) in acc else ["-", "-"]
+                    nb = med([r[m] for r in acc.get(("none", job, "null_blk"), {}).values()])
+                    row += [fmt(nb, ".0f") + (" MiB/s" if m == "mib_s" and nb else ""), len(acc[(fs, job, v)])]
+                    out.append("| " + " | ".join(str(c) for c in row) + " |")
     print("\n".join(out))
     print("\nratios: median of per-round ratios (IOPS for 4k jobs, MiB/s for 1m jobs), min-max over rounds;"
           " CPU us/req: daemon utime+stime / requests served, median over rounds; n: rounds")
@@ -174,10 +210,13 @@ def report(rows, dat=None, callgrind=None, markdown=False):
     if callgrind and os.path.exists(callgrind):
         cg = json.load(open(callgrind))
         print(f"\nengine alone, instructions per request (valgrind --tool=callgrind, {os.path.basename(callgrind)}):")
+        by = defaultdict(dict)
         for r in cg:
-            extra = f"  ({r['label']})" if r.get("label") else ""
-            print(f"  {r['scenario']:<44} {r['instructions_per_request']:>10.0f} instr/req"
-                  f"  over {r['requests']} requests{extra}")
+            by[r["scenario"]][r.get("label", "")] = r["instructions_per_request"]
+        for scen, v in by.items():
+            cells = "  ".join(f"{lab or 'this build'} {n:.0f}" for lab, n in v.items())
+            ratio = f"   after/before {v['after'] / v['before']:.3f}x" if "after" in v and "before" in v else ""
+            print(f"  {scen:<36} {cells}{ratio}")
 
     if dat:
         fs0 = fses[0] if fses else None
@@ -201,7 +240,7 @@ def main(argv):
         sys.exit(2)
     path = argv[0]
     dat = callgrind = None
-    markdown = False
+    markdown = pairs = False
     rest = argv[1:]
     while rest:
         a = rest.pop(0)
@@ -211,6 +250,8 @@ def main(argv):
             callgrind = rest.pop(0)
         elif a == "--markdown":
             markdown = True
+        elif a == "--pairs":         # markdown, one line per job: vduse-blk, qsd, baseline side by side
+            markdown = pairs = True
         elif dat is None:            # the old call: bench-report.py ROWS.json DAT
             dat = a
     if callgrind is None:
@@ -220,7 +261,7 @@ def main(argv):
         if "fs" not in r:
             r["fs"] = "none" if r["impl"] == "null_blk" else "tmpfs"
             r["impl"] = {"vduse-blk": "vduse-uring", "qsd": "qsd-uring"}.get(r["impl"], r["impl"])
-    report(rows, dat, callgrind, markdown)
+    report(rows, dat, callgrind, markdown, pairs)
 
 
 if __name__ == "__main__":
