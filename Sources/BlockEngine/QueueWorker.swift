@@ -242,6 +242,19 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         }
     }
 
+    /// Walks the chain of `head`, parses it into `slot` and prepares its backend
+    /// op: true if one was prepared (false: it completed at once, e.g. GET_ID
+    /// or a request the parser refused).
+    @inline(__always)
+    func prepare(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, queue q: inout SplitQueue) throws(QueueError) -> Bool {
+        try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
+                                       memory: memory, indirectAllowed: indirect, into: &slot.pointee.segments)
+        slot.pointee.request = parser.parse(&slot.pointee.segments)
+        if dispatch(slot: slot, tag: UInt32(head)) { return true }
+        complete(head: head, slot: slot, result: 0, queue: &q)
+        return false
+    }
+
     /// Takes every available chain, parses it and prepares backend ops; one submit at the end.
     func consumeAvailable() -> Int {
         guard var q = queue else { return 0 }
@@ -259,15 +272,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                     consumed += 1
                     let slot = slots.slots + Int(head)
                     guard !slot.pointee.busy else { throw .headInFlight(head) }
-                    try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
-                                                   memory: memory, indirectAllowed: indirect,
-                                                   into: &slot.pointee.segments)
-                    slot.pointee.request = parser.parse(&slot.pointee.segments)
-                    if dispatch(slot: slot, tag: UInt32(head)) {
-                        prepared += 1
-                    } else {
-                        complete(head: head, slot: slot, result: 0, queue: &q)
-                    }
+                    if try prepare(head: head, slot: slot, queue: &q) { prepared += 1 }
                 }
             }
             while true {
@@ -282,15 +287,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                         log.markInflight(head: head, seq: seq)
                         seq &+= 1
                     }
-                    try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
-                                                   memory: memory, indirectAllowed: indirect,
-                                                   into: &slot.pointee.segments)
-                    slot.pointee.request = parser.parse(&slot.pointee.segments)
-                    if dispatch(slot: slot, tag: UInt32(head)) {
-                        prepared += 1
-                    } else {
-                        complete(head: head, slot: slot, result: 0, queue: &q)
-                    }
+                    if try prepare(head: head, slot: slot, queue: &q) { prepared += 1 }
                 }
             }
         } catch {
