@@ -27,6 +27,8 @@
 #      (before), ENGINE_CALLGRIND (1; 0 skips it), ENGINE_CALLGRIND_SECONDS ('0.5 2':
 #      windows; with two, instructions/request is the slope between them, so the
 #      fixed cost of start-up and set-up drops out),
+#      ENGINE_CALLGRIND_LOG (0; 1: every binary also runs with --inflight-log on,
+#      labelled LABEL+log, and the table adds LABEL+log/LABEL: the log's cost),
 #      ENGINE_CALLGRIND_ONLY ('null read 4k batch=32 queues=1|null read 4k
 #      batch=1 queues=1|uring read 4k batch=32 queues=1|uring write 4k batch=32
 #      queues=1', '|'-separated; the uring rows use a file on /dev/shm).
@@ -109,14 +111,24 @@ IFS='|' read -r -a CG_ONLY <<<"${ENGINE_CALLGRIND_ONLY:-null read 4k batch=32 qu
 echo
 echo "== instructions per request (valgrind --tool=callgrind, windows of ${CG_SECS[*]} s per scenario)"
 cgrows=()
-for b in "${bins[@]}"; do objcopy --strip-debug "${b#*=}" "$T/engine-bench.${b%%=*}"; done
+# variants: LABEL|BINARY LABEL|LOG (off, on); with ENGINE_CALLGRIND_LOG=1 every
+# binary also runs with the in-flight log, labelled LABEL+log
+cgvars=()
+for b in "${bins[@]}"; do
+  objcopy --strip-debug "${b#*=}" "$T/engine-bench.${b%%=*}"
+  cgvars+=("${b%%=*}|${b%%=*}|off")
+  [[ ${ENGINE_CALLGRIND_LOG:-0} == 1 ]] && cgvars+=("${b%%=*}+log|${b%%=*}|on")
+done
 for s in "${CG_ONLY[@]}"; do
   for secs in "${CG_SECS[@]}"; do
-    for b in "${bins[@]}"; do
-      label=${b%%=*} d=$T/cg-${#cgrows[@]}
+    for v in "${cgvars[@]}"; do
+      IFS='|' read -r label binlabel logmode <<<"$v"
+      d=$T/cg-${#cgrows[@]} logarg=()
+      [[ $logmode == on ]] && logarg=(--inflight-log on)   # older engine-bench builds lack the option
       mkdir -p "$d"
       (cd "$d" && valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$d/cg.out" \
-          "$T/engine-bench.$label" --seconds "$secs" --only "$s" --json "$d/r.json" >"$d/stdout" 2>"$d/valgrind.err") \
+          "$T/engine-bench.$binlabel" --seconds "$secs" --only "$s" "${logarg[@]}" --json "$d/r.json" \
+          >"$d/stdout" 2>"$d/valgrind.err") \
         || { echo "callgrind $label '$s' failed: $(tail -n 3 "$d/valgrind.err")" >&2; continue; }
       cgrows+=("$label|$s|$secs|$d")
     done
@@ -193,4 +205,8 @@ if old:
     for s, v in by.items():
         if new in v and old in v:
             print(f"  {s:<49} {new}/{old}: {v[new] / v[old]:.3f}x instructions per request")
+for s, v in by.items():
+    for lab in list(v):
+        if lab.endswith("+log") and lab[:-4] in v:
+            print(f"  {s:<49} {lab}/{lab[:-4]}: {v[lab] / v[lab[:-4]]:.3f}x instructions per request")
 PY

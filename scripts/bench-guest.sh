@@ -34,7 +34,11 @@
 #       cache.direct=on). Direct configurations are skipped on a file system
 #       that refuses O_DIRECT. All of them: 'uring uring-direct aio sync'.
 #   BENCH_ROUNDS=5  BENCH_RUNTIME=5 (s per fio job, after 1 s ramp)
-#   BENCH_JOBS='a b'          only the fio jobs whose names are listed (see JOBS)
+#   BENCH_JOBS='a b'          only the fio jobs whose names are listed (see JOBS;
+#       EXTRA_JOBS run only when listed here)
+#   BENCH_RESULT=guest-bench  base name of the result files under bench/
+#   BENCH_QSD=1               0: no qemu-storage-daemon (A/B runs between
+#       vduse-blk configurations, e.g. scripts/bench-inflight-log.sh)
 #   BENCH_BASELINE_BIN=PATH   an extra vduse-blk from another binary (e.g. an
 #       older build), with the first engine configuration's options, labelled
 #       BENCH_BASELINE_LABEL (default before), on BENCH_BASELINE_JOBS (default
@@ -66,16 +70,17 @@ if [[ ${1:-} != --in-guest ]]; then
   VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-3600} \
   VDUSE_VM_ENV="BENCH_PEERS BENCH_RUNTIME BENCH_ROUNDS BENCH_QUEUES BENCH_QUEUE_SIZE BENCH_IMG_SIZE VDUSE_BLK
                 BENCH_FS BENCH_ENGINES BENCH_JOBS BENCH_BASELINE_BIN BENCH_BASELINE_LABEL BENCH_BASELINE_JOBS
-                BENCH_NULL_BLK ${VDUSE_VM_ENV:-}" \
+                BENCH_NULL_BLK BENCH_QSD ${VDUSE_VM_ENV:-}" \
     bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-guest.sh") --in-guest" || exit $?
+  RESULT=${BENCH_RESULT:-guest-bench}
   echo "bench-guest: guest ran $((SECONDS - t0)) s" >&2
-  python3 "$HERE/bench-report.py" --collect "$OUTDIR/raw" "$OUTDIR/guest-bench.json" \
+  python3 "$HERE/bench-report.py" --collect "$OUTDIR/raw" "$OUTDIR/$RESULT.json" \
     || { echo "bench-guest: no results" >&2; exit 1; }
-  python3 "$HERE/bench-report.py" "$OUTDIR/guest-bench.json" --dat "$OUTDIR/guest-bench.dat" \
-    | tee "$OUTDIR/guest-bench.txt"
-  if command -v gnuplot >/dev/null && [[ -s $OUTDIR/guest-bench.dat ]]; then
-    gnuplot -e "datafile='$OUTDIR/guest-bench.dat'; outfile='$OUTDIR/guest-bench.png'" "$HERE/bench-chart.gp" \
-      && echo "chart: $OUTDIR/guest-bench.png"
+  python3 "$HERE/bench-report.py" "$OUTDIR/$RESULT.json" --dat "$OUTDIR/$RESULT.dat" \
+    | tee "$OUTDIR/$RESULT.txt"
+  if command -v gnuplot >/dev/null && [[ -s $OUTDIR/$RESULT.dat ]]; then
+    gnuplot -e "datafile='$OUTDIR/$RESULT.dat'; outfile='$OUTDIR/$RESULT.png'" "$HERE/bench-chart.gp" \
+      && echo "chart: $OUTDIR/$RESULT.png"
   fi
   exit 0
 fi
@@ -113,9 +118,13 @@ JOBS=("randread-4k-qd1:--rw=randread --bs=4k --iodepth=1 --numjobs=1"
       "randrw70-4k-qd32x4:--rw=randrw --rwmixread=70 --bs=4k --iodepth=32 --numjobs=4"
       "seqread-1m:--rw=read --bs=1M --iodepth=8 --numjobs=1"
       "seqwrite-1m:--rw=write --bs=1M --iodepth=8 --numjobs=1")
+# run only when named in BENCH_JOBS
+EXTRA_JOBS=("randwrite-4k-qd1:--rw=randwrite --bs=4k --iodepth=1 --numjobs=1"
+            "randread-4k-qd32:--rw=randread --bs=4k --iodepth=32 --numjobs=1"
+            "randwrite-4k-qd32:--rw=randwrite --bs=4k --iodepth=32 --numjobs=1")
 if [[ -n ${BENCH_JOBS:-} ]]; then
   keep=()
-  for spec in "${JOBS[@]}"; do [[ " $BENCH_JOBS " == *" ${spec%%:*} "* ]] && keep+=("$spec"); done
+  for spec in "${JOBS[@]}" "${EXTRA_JOBS[@]}"; do [[ " $BENCH_JOBS " == *" ${spec%%:*} "* ]] && keep+=("$spec"); done
   JOBS=("${keep[@]}")
 fi
 ((${#JOBS[@]})) || { echo "no fio job left (BENCH_JOBS=$BENCH_JOBS)" >&2; exit 1; }
@@ -231,6 +240,7 @@ for fs in "${FSES[@]}"; do
     cp "$SRC" "$DIR/$e.img"
     # shellcheck disable=SC2086
     start_impl "vduse-$e" vduse-blk "$DIR/$e.img" ${VOPTS[$e]} || start_failed "vduse-$e"
+    [[ ${BENCH_QSD:-1} == 1 ]] || continue
     start_impl "qsd-$e" qsd "$DIR/$e.img" "${QOPTS[$e]}" || start_failed "qsd-$e"
   done
   e0=${engs[0]:-}

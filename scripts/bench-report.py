@@ -3,6 +3,7 @@
 
   bench-report.py --collect RAWDIR OUT.json   fio JSON + .cpu records -> rows
   bench-report.py ROWS.json [--dat FILE] [--callgrind FILE] [--markdown | --pairs]
+  bench-report.py ROWS.json --ab LABEL_A LABEL_B   (A/B of two labels only)
 
 Rows are (fs, impl, job, round). impl labels are KIND-CONFIG: vduse-uring,
 qsd-uring, before-uring, ...; every vduse-blk label is compared with the
@@ -231,6 +232,45 @@ def report(rows, dat=None, callgrind=None, markdown=False, pairs=False):
                     f.write(f'"{fs0} {job}" {mm(f"vduse-{cfg0}"):.2f} {mm(f"qsd-{cfg0}"):.2f} {mm("null_blk", "none"):.2f}\n')
 
 
+def ab(rows, a, b):
+    """A/B of two labels measured in the same run (scripts/bench-inflight-log.sh):
+    per fs and job, each side's medians, and the median of the per-round A/B
+    ratios with their min-max, for IOPS (MiB/s on 1 MiB jobs), CPU per request,
+    mean and p99 completion latency."""
+    acc = defaultdict(dict)
+    keys = []
+    for r in rows:
+        if r["impl"] in (a, b):
+            acc[(r["fs"], r["job"], r["impl"])][r["round"]] = r
+            if (r["fs"], r["job"]) not in keys:
+                keys.append((r["fs"], r["job"]))
+    if not keys:
+        print(f"no rows labelled {a} or {b}", file=sys.stderr)
+        sys.exit(1)
+
+    def metric(job):
+        return "mib_s" if "1m" in job else "iops"
+
+    def cell(rr):
+        return f"{med(rr):.3f}x ({min(rr):.2f}-{max(rr):.2f})" if rr else "-"
+
+    print(f"A = {a}, B = {b}: medians over rounds; A/B = median of per-round ratios (min-max)")
+    print(f"{'fs':<5} {'job':<20} {'A IOPS':>9} {'B IOPS':>9} {'A/B IOPS':>22} {'A/B CPU/req':>22}"
+          f" {'A/B clat mean':>22} {'A/B clat p99':>22} {'n':>2}")
+    for fs, job in keys:
+        ra, rb = acc.get((fs, job, a), {}), acc.get((fs, job, b), {})
+        common = [k for k in ra if k in rb]
+
+        def ratios(key):
+            return [ra[k][key] / rb[k][key] for k in common if rb[k].get(key) and ra[k].get(key) is not None]
+
+        m = metric(job)
+        print(f"{fs:<5} {job:<20} {fmt(med([r[m] for r in ra.values()]), '.0f'):>9}"
+              f" {fmt(med([r[m] for r in rb.values()]), '.0f'):>9} {cell(ratios(m)):>22}"
+              f" {cell(ratios('cpu_us_per_req')):>22} {cell(ratios('mean_us')):>22} {cell(ratios('p99_us')):>22}"
+              f" {len(common):>2}")
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "--collect":
         collect(argv[1], argv[2])
@@ -250,6 +290,10 @@ def main(argv):
             callgrind = rest.pop(0)
         elif a == "--markdown":
             markdown = True
+        elif a == "--ab":            # A/B of two labels only (bench-inflight-log.sh)
+            rows = json.load(open(path))
+            ab(rows, rest.pop(0), rest.pop(0))
+            return
         elif a == "--pairs":         # markdown, one line per job: vduse-blk, qsd, baseline side by side
             markdown = pairs = True
         elif dat is None:            # the old call: bench-report.py ROWS.json DAT

@@ -16,11 +16,12 @@ extension CreateCommand {
         let logPath = "\(state.path)/inflight"
         let queues = device.model.queueCount
         let maxSize = device.model.maxQueueSize
+        if noInflightLog { return try createWithoutLog(device, state: state, logPath: logPath, logger: logger) }
         if access("/dev/vduse/\(name)", F_OK) == 0 {
             guard access(logPath, F_OK) == 0 else {
                 throw .attach("a VDUSE device named \(name) already exists and has no in-flight log in "
-                    + "\(state.path): it was not made by vduse-blk (or its log was lost); remove it with "
-                    + "`vduse-blk destroy \(name)`")
+                    + "\(state.path): it was not made by vduse-blk, was made with --no-inflight-log, or its "
+                    + "log was lost; remove it with `vduse-blk destroy \(name)`")
             }
             let log = try InflightLogFile(path: logPath, queueCount: queues, maxQueueSize: maxSize,
                                           identity: device.identity, fresh: false)
@@ -43,6 +44,28 @@ extension CreateCommand {
         device.stateDirectory = state
         device.inflightLog = try InflightLogFile(path: logPath, queueCount: queues, maxQueueSize: maxSize,
                                                  identity: device.identity, fresh: true)
+        try device.create()
+        return false
+    }
+}
+
+extension CreateCommand {
+    /// `--no-inflight-log` (benchmarks: the A/B of the log's cost): a new
+    /// device served without the in-flight log. The state-directory lock is
+    /// still held (a second daemon is refused); a stale log left in the
+    /// directory is removed, so that after a crash the same `create` says the
+    /// device cannot be adopted instead of trusting a log of another device.
+    /// An existing device is never adopted this way.
+    func createWithoutLog(_ device: VDUSEBlockDevice, state: DeviceStateDirectory, logPath: String,
+                          logger: Logger) throws(VDUSEError) -> Bool {
+        if access("/dev/vduse/\(name)", F_OK) == 0 {
+            throw .attach("a VDUSE device named \(name) already exists: --no-inflight-log only creates new "
+                + "devices (adopt it without that flag, or remove it with `vduse-blk destroy \(name)`)")
+        }
+        unlink(logPath)
+        device.stateDirectory = state
+        device.inflightLog = nil
+        logger.warning("--no-inflight-log: \(name) has no in-flight log; after a crash or SIGUSR2 it cannot be adopted (`vduse-blk destroy \(name)` removes it)")
         try device.create()
         return false
     }

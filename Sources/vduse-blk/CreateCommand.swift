@@ -69,6 +69,12 @@ struct CreateCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
+    // Issue 14 benchmark switch (A/B of the in-flight log's cost; see CreateAdopt.swift).
+    @Flag(name: .customLong("no-inflight-log"), help: ArgumentHelp(
+        "Benchmarks only: serve without the in-flight log; the device cannot be adopted after a crash or SIGUSR2.",
+        visibility: .hidden))
+    var noInflightLog = false
+
     func validate() throws {
         try validateDeviceName(name)
         if let q = queues, !(1...16).contains(q) { throw ValidationError("--queues must be 1-16") }

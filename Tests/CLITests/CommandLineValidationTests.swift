@@ -44,6 +44,17 @@ final class CommandLineValidationTests: XCTestCase {
         XCTAssertEqual(small.queueSize, 2)
     }
 
+    /// The benchmark switch of issue 14's A/B is off unless asked for, and
+    /// hidden from `create --help` (it makes a device that cannot be adopted).
+    func testNoInflightLogIsAnOffByDefaultHiddenBenchmarkFlag() throws {
+        let plain = try XCTUnwrap(try VduseBlk.parseAsRoot(create([])) as? CreateCommand)
+        XCTAssertFalse(plain.noInflightLog)
+        let off = try XCTUnwrap(try VduseBlk.parseAsRoot(create(["--no-inflight-log"])) as? CreateCommand)
+        XCTAssertTrue(off.noInflightLog)
+        XCTAssertFalse(CreateCommand.helpMessage().contains("inflight"))
+        assertRejected(create(["--no-inflight-log=yes"]), "no-inflight-log")
+    }
+
     func testCreateRejectsOutOfRangeAndUnknownValues() {
         assertRejected(create(["--bounce", "bogus"]), "--bounce must be kernel or user")
         assertRejected(create(["--bounce", ""]), "--bounce must be kernel or user")

@@ -8,8 +8,10 @@
 # pause the guest saw is fio's worst completion latency. Also: a second daemon
 # on a live device is refused; SIGKILL during setup and after a driver reset;
 # destroy of a dead daemon's device is bounded (refuses with in-flight I/O,
-# fast when idle). RECONNECT_BACKEND=zstd runs the kill test on a zstd image
-# with an overlay too (only crash-safe with the overlay map journal).
+# fast when idle). The same kill test runs on a zstd image with an overlay and
+# on a remote image (nginx in the guest) with an overlay (crash-safe through
+# the overlay map journal), each followed by a clean restart and fio
+# --verify_only of the same blocks. RECONNECT_OVERLAYS=0 skips those two.
 
 # rc_restart NAME IMG [create options...]: the same `create` again, in the
 # background (DPID/DLOG updated); waits until the daemon logs that it adopted
@@ -60,16 +62,19 @@ rc_wait_writes() {
   return 1
 }
 
+# The fio job of the kill tests (rc_kill_under_fio adds the device, the size,
+# --do_verify=1 and the output; rc_verify_again reruns it as --verify_only).
+RC_FIO_JOB=(--name=rc --direct=1 --ioengine=libaio --rw=randwrite --bs=4k --iodepth=16 --numjobs=2
+            --offset_increment=32M --verify=crc32c --verify_fatal=1 --verify_state_save=0)
+
 rc_kill_under_fio() {
   local label=$1 name=$2 img=$3 sig=${RC_SIGNAL:-KILL} pause=${RC_DOWN:-1}; shift 3
   if ! dev_start "$name" "$img" "$@"; then
     notok "$label: device appears" "$(logtail "$name")"; dev_stop "$name" 5; return 1
   fi
   local dev=${DDEV[$name]} out=$W/$name.fio.json rc t0 t1
-  (cd "$W" && exec timeout -k 5 300 fio --name=rc --filename="/dev/$dev" --direct=1 --ioengine=libaio \
-     --rw=randwrite --bs=4k --iodepth=16 --numjobs=2 --size="${RC_FIO_SIZE:-24M}" --offset_increment=32M \
-     --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
-     --output-format=json --output="$out" >"$W/$name.fio.err" 2>&1) &
+  (cd "$W" && exec timeout -k 5 300 fio "${RC_FIO_JOB[@]}" --filename="/dev/$dev" --size="${RC_FIO_SIZE:-24M}" \
+     --do_verify=1 --output-format=json --output="$out" >"$W/$name.fio.err" 2>&1) &
   local fpid=$!
   rc_wait_writes "$dev" "${RC_WAIT_WRITES:-3000}" || note "$label: fio wrote fewer than 3000 blocks in 60 s"
   t0=$(date +%s.%N)
@@ -132,6 +137,79 @@ rc_qsd_side_by_side() {
   dev_stop "$n" 10
 }
 
+# rc_verify_again LABEL NAME SERIAL: after a kill test, a clean stop (SIGTERM:
+# the overlay closes), a fresh `create` of the same backend (DEV_BACKEND; a new
+# device, the overlay reopened from its file and map journal) and fio
+# --verify_only of every block the kill test wrote.
+rc_verify_again() {
+  local label=$1 name=$2 serial=$3 out rc
+  dev_stop "$name" 10
+  if ((STOP_RC != 0)); then notok "$label: the adopting daemon exits 0 on SIGTERM" "status $STOP_RC" "$(logtail "$name")"; fi
+  if ! dev_start "$name" "$W/$name.none" --queues 2 --serial "$serial"; then
+    notok "$label: a fresh create after the crash serves the overlay" "$(logtail "$name")"; dev_stop "$name" 5; return
+  fi
+  out=$(cd "$W" && timeout -k 5 120 fio "${RC_FIO_JOB[@]}" --filename="/dev/${DDEV[$name]}" --size="${RC_FIO_SIZE:-24M}" \
+        --verify_only --output-format=terse --terse-version=3 2>"$W/$name.vo.err"); rc=$?
+  if ((rc == 0)) && [[ -n $out ]] && ! awk -F';' '/^3;/ && ($5 != 0 || $6 == 0) {bad = 1} END {exit !bad}' <<<"$out"; then
+    ok "$label: after a clean stop and a fresh create every block still verifies ($(awk -F';' '/^3;/{kb += $6} END {printf "%.0f MiB", kb/1024}' <<<"$out") read)"
+  else
+    notok "$label: after a clean stop and a fresh create every block still verifies" "fio status $rc" "$(tail -n 8 "$W/$name.vo.err")" "$(logtail "$name")"
+  fi
+  dev_stop "$name" 10
+}
+
+# rc_overlay_backends: the kill test on `zstd:IMAGE,overlay=PATH` and on a
+# remote image served by nginx with an overlay (issue 14 item 6), each then
+# verified again after a clean restart.
+rc_overlay_backends() {
+  local raw=$W/rcz.raw zst=$W/rcz.zst out www=$W/rcwww port=18081
+  local sz=${RC_OVL_FIO_SIZE:-12M}
+  truncate -s 64M "$raw"
+  if out=$("$BIN" image pack "$raw" "$zst" --chunk-size 64K 2>&1); then
+    DEV_BACKEND="zstd:$zst,overlay=$W/rcz.ovl" RC_FIO_SIZE=$sz RC_WAIT_WRITES=1000 \
+      rc_kill_under_fio "zstd+overlay" e2erz "$W/e2erz.none" --queues 2 --serial E2E-RZ0 \
+      && DEV_BACKEND="zstd:$zst,overlay=$W/rcz.ovl" RC_FIO_SIZE=$sz rc_verify_again "zstd+overlay" e2erz E2E-RZ0
+    dev_stop e2erz 10
+  else
+    notok "zstd+overlay: image pack" "$out"
+  fi
+  rm -f "$raw" "$zst" "$W/rcz.ovl"
+  if ! command -v nginx >/dev/null; then skip "remote+overlay SIGKILL" "nginx not installed"; return; fi
+  mkdir -p "$www"; truncate -s 64M "$www/base.img"
+  if ! nginx_start "$www" $port "$W/rcnginx"; then
+    notok "remote+overlay: nginx serves the image" "$(tail -n 5 "$W"/rcnginx/logs/*.log 2>/dev/null)"; return
+  fi
+  local spec="http://127.0.0.1:$port/base.img,cache-dir=$W/rccache,overlay=$W/rcr.ovl"
+  DEV_BACKEND=$spec RC_FIO_SIZE=$sz RC_WAIT_WRITES=1000 \
+    rc_kill_under_fio "remote+overlay" e2err "$W/e2err.none" --queues 2 --serial E2E-RR0 \
+    && DEV_BACKEND=$spec RC_FIO_SIZE=$sz rc_verify_again "remote+overlay" e2err E2E-RR0
+  dev_stop e2err 10
+  nginx_stop
+  rm -rf "$www" "$W/rccache" "$W/rcr.ovl"
+}
+
+# rc_no_log: the benchmark switch --no-inflight-log (A/B of the log's cost)
+# writes no log, and after a SIGKILL the same create refuses to adopt (saying
+# why) instead of guessing; destroy then removes the idle device.
+rc_no_log() {
+  local n=e2ernl img=$W/rnl.img out rc
+  if ! dev_start "$n" "$img" --size 16M --queues 1 --serial E2E-RNL --no-inflight-log; then
+    notok "--no-inflight-log: device appears" "$(logtail "$n")"; dev_stop "$n" 5; return
+  fi
+  local st=${VDUSE_BLK_RUN_DIR:-/run/vduse-blk}/$n
+  [[ -f $st/lock && ! -e $st/inflight ]] && ok "--no-inflight-log: the device is served with a lock and no in-flight log" \
+    || notok "--no-inflight-log: lock, no in-flight log" "$(ls -l "$st" 2>&1)"
+  udevadm settle -t 10 2>/dev/null; sleep 0.5
+  kill -KILL "${DPID[$n]}"; wait "${DPID[$n]}" 2>/dev/null; DPID[$n]=
+  out=$(timeout 20 "$BIN" create "$n" --backend "file:$img" --queues 1 --serial E2E-RNL 2>&1); rc=$?
+  if ((rc != 0)) && [[ $out == *"no in-flight log"* ]]; then
+    ok "--no-inflight-log: after SIGKILL the same create refuses to adopt (\"${out##*vduse-blk: }\")"
+  else notok "--no-inflight-log: after SIGKILL the same create refuses to adopt" "status $rc: $out"; fi
+  out=$(timeout 60 "$BIN" destroy "$n" 2>&1); rc=$?
+  if ((rc == 0)) && [[ ! -e /dev/vduse/$n ]]; then ok "--no-inflight-log: destroy removes the dead daemon's device"
+  else notok "--no-inflight-log: destroy removes the dead daemon's device" "status $rc: $out"; fi
+}
+
 run_reconnect() {
   section "reconnect: SIGKILL of the daemon, then the same create adopts the device"
   if [[ $PEER != vduse-blk ]]; then skip "reconnect" "vduse-blk only (qsd: see RECONNECT_QSD)"; return; fi
@@ -190,11 +268,35 @@ run_reconnect() {
         --name=v --ioengine=libaio --rw=randwrite --bs=4k --iodepth=8 --size=8M; then :; fi
   fi
 
-  # SIGKILL after a driver reset (unbind), then re-bind while no daemon listens.
-  local vdev
+  # SIGKILL during a driver reset: the daemon is stopped (SIGSTOP), the unbind
+  # resets the device and waits for the daemon's answer to SET_STATUS 0; the
+  # daemon is SIGKILLed with that message unanswered, and the same create
+  # answers it (the kernel re-queues it). Then SIGKILL after the reset (an idle,
+  # reset device is adopted) and a re-bind while no daemon listens.
+  local vdev upid i
   vdev=$(basename "$(readlink -f /sys/block/"${DDEV[$n]}"/device 2>/dev/null)" 2>/dev/null)
   if dev_running "$n" && [[ $vdev == virtio* ]]; then
-    echo "$vdev" >/sys/bus/virtio/drivers/virtio_blk/unbind
+    udevadm settle -t 10 2>/dev/null
+    kill -STOP "${DPID[$n]}"
+    (echo "$vdev" >/sys/bus/virtio/drivers/virtio_blk/unbind) 2>/dev/null &
+    upid=$!
+    sleep 1.5
+    local waiting=no; kill -0 $upid 2>/dev/null && waiting=yes
+    kill -KILL "${DPID[$n]}"; wait "${DPID[$n]}" 2>/dev/null; DPID[$n]=
+    sleep 0.5
+    if rc_restart "$n" "$img" "${opts[@]}"; then
+      for ((i = 0; i < 300; i++)); do kill -0 $upid 2>/dev/null || break; sleep 0.1; done
+      if ! kill -0 $upid 2>/dev/null && [[ ! -e /sys/block/${DDEV[$n]} ]]; then
+        ok "SIGKILL during a driver reset (unbind waiting on the daemon: $waiting): the same create answers the reset, the unbind completes"
+      else
+        notok "SIGKILL during a driver reset: the unbind completes after the restart" "unbind still waiting: $(kill -0 $upid 2>/dev/null && echo yes || echo no)" "$(logtail "$n")" "$(dmesgtail)"
+      fi
+    else
+      notok "SIGKILL during a driver reset: the same create adopts" "$(logtail "$n")" "$(dmesgtail)"
+    fi
+    wait $upid 2>/dev/null
+  fi
+  if dev_running "$n" && [[ $vdev == virtio* ]]; then
     sleep 0.5
     kill -KILL "${DPID[$n]}"; wait "${DPID[$n]}" 2>/dev/null; DPID[$n]=
     (echo "$vdev" >/sys/bus/virtio/drivers/virtio_blk/bind) 2>/dev/null &
@@ -207,10 +309,13 @@ run_reconnect() {
       notok "SIGKILL after a driver reset: re-bound device serves" "$(logtail "$n")" "$(dmesgtail)"
     fi
   else
-    skip "SIGKILL after a driver reset" "no running daemon or virtio device ($vdev)"
+    skip "SIGKILL during and after a driver reset" "no running daemon or virtio device ($vdev)"
   fi
   dev_stop "$n" 10
   [[ ! -e /dev/vduse/$n ]] && ok "SIGTERM after adoption removes the device" || notok "SIGTERM after adoption removes the device" "$(ls /dev/vduse)" "$(logtail "$n")"
+
+  if [[ ${RECONNECT_OVERLAYS:-1} == 1 ]]; then rc_overlay_backends; fi
+  rc_no_log
 
   # SIGKILL during setup: as soon as /dev/vduse/NAME exists, before attach.
   local s=e2ers simg=$W/rs.img
