@@ -78,7 +78,7 @@ if [[ ${1:-} != --in-guest ]]; then
     || { echo "bench-guest: no results" >&2; exit 1; }
   python3 "$HERE/bench-report.py" "$OUTDIR/$RESULT.json" --dat "$OUTDIR/$RESULT.dat" \
     | tee "$OUTDIR/$RESULT.txt"
-  if command -v gnuplot >/dev/null && [[ -s $OUTDIR/$RESULT.dat ]]; then
+  if command -v gnuplot >/dev/null && grep -q '^"' "$OUTDIR/$RESULT.dat" 2>/dev/null; then   # rows need qsd
     gnuplot -e "datafile='$OUTDIR/$RESULT.dat'; outfile='$OUTDIR/$RESULT.png'" "$HERE/bench-chart.gp" \
       && echo "chart: $OUTDIR/$RESULT.png"
   fi
