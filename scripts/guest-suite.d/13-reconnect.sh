@@ -16,15 +16,23 @@
 # rc_restart NAME IMG [create options...]: the same `create` again, in the
 # background (DPID/DLOG updated); waits until the daemon logs that it adopted
 # (or created) the device. Status 1 if it died or took over 30 s.
+# RC_STAGES: when the backend was open (the "adopting it" line) and when the
+# device was adopted, in seconds after the spawn (0.1 s polling).
 rc_restart() {
-  local name=$1 img=$2 log i; shift 2
+  local name=$1 img=$2 log i t0 topen=; shift 2
   log=$W/$name.$((++DSEQ)).log
   DLOG[$name]=$log
   : >"$log"
+  t0=$(date +%s%N)
   "$BIN" create "$name" --backend "${DEV_BACKEND:-file:$img}" "$@" 2>"$log" &
   DPID[$name]=$!
   for ((i = 0; i < 300; i++)); do
-    grep -qE 'adopted /dev/vduse|created /dev/vduse' "$log" && return 0
+    [[ -z $topen ]] && grep -q 'adopting it' "$log" && topen=$(date +%s%N)
+    if grep -qE 'adopted /dev/vduse|created /dev/vduse' "$log"; then
+      RC_STAGES=$(awk -v a="$t0" -v o="${topen:-0}" -v b="$(date +%s%N)" \
+        'BEGIN { if (o > 0) printf "backend open %.1f s after the spawn, adopted at %.1f s", (o-a)/1e9, (b-a)/1e9; else printf "ready %.1f s after the spawn", (b-a)/1e9 }')
+      return 0
+    fi
     dev_running "$name" || return 1
     sleep 0.1
   done
@@ -97,7 +105,7 @@ rc_kill_under_fio() {
   else
     notok "$label: fio across SIG$sig + restart" "fio status $rc, errors $errs" "$(tail -n 15 "$W/$name.fio.err")" "$(logtail "$name")" "$(dmesgtail)"
   fi
-  note "$label: pause seen by the guest (fio worst total latency, submit to completion): ${clat} ms; daemon down $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s (signal to adopted, $pause s of it deliberate)"
+  note "$label: pause seen by the guest (fio worst total latency, submit to completion): ${clat} ms; daemon down $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s (signal to adopted, $pause s of it deliberate; $RC_STAGES)"
   return 0
 }
 
@@ -249,7 +257,7 @@ run_reconnect() {
       if ((urc == 0 && rc == 0)) && [[ $errs == 0 ]] && grep -q 'handed .* over' "$oldlog"; then
         ok "planned upgrade (SIGUSR2, then the same create): fio verify 0 errors ($mib MiB), old daemon exited 0"
       else notok "planned upgrade under fio" "daemon exit $urc, fio status $rc, errors $errs" "$(logtail "$n")"; fi
-      note "upgrade: pause seen by the guest ${clat} ms; handover $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s (signal to adopted)"
+      note "upgrade: pause seen by the guest ${clat} ms; handover $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s (signal to adopted; $RC_STAGES)"
     else
       notok "planned upgrade: the new daemon adopts" "$(logtail "$n")"
       kill -KILL $fpid2 2>/dev/null; wait $fpid2 2>/dev/null
