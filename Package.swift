@@ -77,7 +77,7 @@ let package = Package(
         .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "SystemSupport", "CSys"]),
         .executableTarget(name: "vduse-blk", dependencies: [
             "VDUSEBlk", "VDUSEDevice", "BlockBackends", "StandardBackends", "VirtioBlk", "ImageOverlay", "ZstdImage",
-            "RemoteImage", "SystemSupport",
+            "RemoteImage", "SystemSupport", "BlockEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -102,7 +102,7 @@ let package = Package(
         ]),
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "VDUSEBlk",
-            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys",
+            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys", "CMallocCounter",
         ]),
         // The command line's validation (hostile arguments get a usage error, not a trap).
         .testTarget(name: "CLITests", dependencies: [
