@@ -69,6 +69,10 @@ struct CreateCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
+    /// QoS limits (`--limit-*`); `vduse-blk set` changes them while the device runs.
+    @OptionGroup(title: "QoS limits")
+    var qos: QoSOptions
+
     func validate() throws {
         try validateDeviceName(name)
         if let q = queues, !(1...16).contains(q) { throw ValidationError("--queues must be 1-16") }
@@ -150,6 +154,7 @@ struct CreateCommand: ParsableCommand {
             device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
                                           pollMicros: pollMicros, ringWait: wait == "ring",
                                           userBounce: bounce == "user", logger: logger)
+            try applyLimits(to: device, logger: logger)   // before any queue starts
             adopted = try createOrAdopt(device, logger: logger)
         } catch {
             throw CLIFailure(message: error.description)

@@ -8,7 +8,7 @@ struct VduseBlk: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vduse-blk",
         abstract: "A userspace virtio-blk device served through VDUSE.",
-        subcommands: [CreateCommand.self, ListCommand.self, DestroyCommand.self, StatsCommand.self, ResizeCommand.self,
+        subcommands: [CreateCommand.self, ListCommand.self, DestroyCommand.self, StatsCommand.self, ResizeCommand.self, SetCommand.self,
                       ImageCommand.self])
 
     /// The error contract (README, "Errors"): every failure is one line on
