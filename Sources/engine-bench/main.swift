@@ -30,9 +30,11 @@ struct Scenario {
     var fresh = false
     /// Serve with an in-flight log in a MAP_SHARED tmpfs file (as the daemon does).
     var log = false
+    /// One QoS limit (requests/s) shared by the queues; 0: none.
+    var limitIOPS: UInt64 = 0
     var label: String {
         "\(backend) \(write ? (fresh ? "fresh-write" : "write") : "read") \(requestSize / 1024)k batch=\(batch) queues=\(queues)"
-            + (log ? " log" : "")
+            + (log ? " log" : "") + (limitIOPS > 0 ? " limit=\(limitIOPS)" : "")
     }
 }
 
@@ -164,6 +166,8 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
     var workers: [QueueWorker<SimulatedGuestMemory>] = []
+    // --limit-iops: one QoS limiter shared by every queue, as the daemon has.
+    let qos = s.limitIOPS > 0 ? try QoSLimiter(limits: QoSLimits(iops: s.limitIOPS)) : nil
     // The in-flight log: one page-aligned region per queue in a shared mapping of a tmpfs file.
     let regionBytes = InflightQueueLog.regionBytes(maxQueueSize: queueSize)
     let logPath = "/dev/shm/vduse-engine-bench.inflight"
@@ -190,7 +194,7 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
         }
         let w = try QueueWorker(config: QueueWorkerConfig(queueIndex: q, addresses: drivers[q].driver.addresses,
                                                           features: params.offeredFeatures, ringWait: ringWait,
-                                                          log: log),
+                                                          log: log, qos: qos),
                                 memory: memory, backend: try factory.makeQueueBackend(queueIndex: q, depth: Int(queueSize)),
                                 parameters: params, sink: sink, kickFD: drivers[q].driver.kickFD, logger: logger)
         workers.append(w)
@@ -257,6 +261,7 @@ var jsonPath: String?
 var filter: String?
 var logMode = "off"
 var rounds = 1
+var qosIOPS: UInt64 = 0
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
@@ -265,8 +270,10 @@ while let a = args.popFirst() {
     case "--only": filter = args.popFirst()
     case "--inflight-log": logMode = args.popFirst() ?? ""
     case "--rounds": rounds = max(1, Int(args.popFirst() ?? "") ?? 1)
+    case "--limit-iops": qosIOPS = UInt64(args.popFirst() ?? "") ?? 0
     default:
-        print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING] [--inflight-log off|on|both] [--rounds N]")
+        print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING] [--inflight-log off|on|both] [--rounds N] [--limit-iops N]")
+        print("  --limit-iops N: every scenario under one QoS limit of N requests/s shared by its queues")
         print("  --inflight-log both: each scenario without and with the in-flight log, alternating, --rounds times")
         exit(2)
     }
@@ -289,6 +296,7 @@ for queues in [1, 2] {
     }
 }
 if let f = filter { scenarios = scenarios.filter { $0.label.contains(f) } }
+if qosIOPS > 0 { scenarios = scenarios.map { var x = $0; x.limitIOPS = qosIOPS; return x } }
 switch logMode {
 case "off": break
 case "on": scenarios = scenarios.map { var x = $0; x.log = true; return x }
