@@ -27,9 +27,8 @@ extension QueueWorker {
     /// request counts in `started` (the pass did work).
     func qosReleaseHeld(queue q: inout SplitQueue, prepared: inout Int, started: inout Int) -> Bool {
         guard let head = qosHeld else { return true }
-        guard let limiter = qos else { qosHeld = nil; return true }
         let slot = slots.slots + Int(head)
-        guard qosAdmit(limiter, slot) else { return false }
+        if let limiter = qos, !qosAdmit(limiter, slot) { return false }
         qosHeld = nil
         started += 1
         if dispatch(slot: slot, tag: UInt32(head)) { prepared += 1 } else { complete(head: head, slot: slot, result: 0, queue: &q) }
