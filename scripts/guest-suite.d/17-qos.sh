@@ -91,16 +91,17 @@ run_qos() {
   out=$("$BIN" set "$a" --limit-iops -5 2>&1); rc=$?
   [[ $rc == 64 && $out == *--limit-iops* && $(wc -l <<<"$out") == 1 ]] && ok "qos: set --limit-iops -5 is a usage error (exit 64, one line)" \
     || notok "qos: set --limit-iops -5 is a usage error" "exit $rc: $out"
-  out=$(printf '{"cmd":"set","limits":{"iops":-1,"bps":"lots"}}\n{"cmd":"stats"}\n' | timeout 10 python3 -c '
+  # (python starts slowly under TCG: a generous timeout)
+  out=$(printf '{"cmd":"set","limits":{"iops":-1,"bps":"lots"}}\n{"cmd":"stats"}\n' | timeout 90 python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.stdin.buffer.read()); buf = b""
 while buf.count(b"\n") < 2:
     d = s.recv(65536)
     if not d: break
     buf += d
-sys.stdout.write(buf.decode())' "${VDUSE_BLK_RUN_DIR:-/run/vduse-blk}/$a.sock" 2>&1)
+sys.stdout.write(buf.decode())' "${VDUSE_BLK_RUN_DIR:-/run/vduse-blk}/$a.sock" 2>&1); rc=$?
   [[ $out == *'"error":"bad_'* && $out == *'"iops":'"$hi"* ]] && ok "qos: a hostile set over the socket gets an error reply and changes nothing" \
-    || notok "qos: a hostile set over the socket gets an error reply" "$out"
+    || notok "qos: a hostile set over the socket gets an error reply" "exit $rc (124: timed out): $out" "$(logtail $a)"
 
   # A/B in the same run: $a with its limit removed against $c, never limited.
   out=$("$BIN" set "$a" --limit-iops none 2>&1) || notok "qos: set $a --limit-iops none" "$out"
