@@ -30,11 +30,12 @@ struct Scenario {
     var fresh = false
     /// Serve with an in-flight log in a MAP_SHARED tmpfs file (as the daemon does).
     var log = false
-    /// One QoS limit (requests/s) shared by the queues; 0: none.
-    var limitIOPS: UInt64 = 0
+    /// One QoS limit (requests/s) shared by the queues; 0: a limiter without
+    /// limits (as every daemon has); nil: no limiter at all.
+    var limitIOPS: UInt64?
     var label: String {
         "\(backend) \(write ? (fresh ? "fresh-write" : "write") : "read") \(requestSize / 1024)k batch=\(batch) queues=\(queues)"
-            + (log ? " log" : "") + (limitIOPS > 0 ? " limit=\(limitIOPS)" : "")
+            + (log ? " log" : "") + (limitIOPS.map { " limit=\($0)" } ?? "")
     }
 }
 
@@ -167,7 +168,7 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
     logger.logLevel = .error
     var workers: [QueueWorker<SimulatedGuestMemory>] = []
     // --limit-iops: one QoS limiter shared by every queue, as the daemon has.
-    let qos = s.limitIOPS > 0 ? try QoSLimiter(limits: QoSLimits(iops: s.limitIOPS)) : nil
+    let qos = try s.limitIOPS.map { try QoSLimiter(limits: QoSLimits(iops: $0)) }
     // The in-flight log: one page-aligned region per queue in a shared mapping of a tmpfs file.
     let regionBytes = InflightQueueLog.regionBytes(maxQueueSize: queueSize)
     let logPath = "/dev/shm/vduse-engine-bench.inflight"
@@ -261,7 +262,7 @@ var jsonPath: String?
 var filter: String?
 var logMode = "off"
 var rounds = 1
-var qosIOPS: UInt64 = 0
+var qosIOPS: UInt64?
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
@@ -274,6 +275,7 @@ while let a = args.popFirst() {
     default:
         print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING] [--inflight-log off|on|both] [--rounds N] [--limit-iops N]")
         print("  --limit-iops N: every scenario under one QoS limit of N requests/s shared by its queues")
+        print("                  (0: a limiter with no limit, as in the daemon; default: no limiter)")
         print("  --inflight-log both: each scenario without and with the in-flight log, alternating, --rounds times")
         exit(2)
     }
@@ -296,7 +298,7 @@ for queues in [1, 2] {
     }
 }
 if let f = filter { scenarios = scenarios.filter { $0.label.contains(f) } }
-if qosIOPS > 0 { scenarios = scenarios.map { var x = $0; x.limitIOPS = qosIOPS; return x } }
+if let q = qosIOPS { scenarios = scenarios.map { var x = $0; x.limitIOPS = q; return x } }
 switch logMode {
 case "off": break
 case "on": scenarios = scenarios.map { var x = $0; x.log = true; return x }

@@ -9,22 +9,22 @@ import VDUSEBlk
 /// 50M (bytes/s, binary units), or 0 / none for unlimited. Owns the parsing
 /// of a limit's text, shared with the control socket (`QoSWire`).
 struct QoSOptions: ParsableArguments {
-    @Option(name: .customLong("limit-iops"), help: "Requests per second, reads and writes together (0 or none: unlimited).")
+    @Option(name: .customLong("limit-iops"), help: ArgumentHelp("Requests per second, reads and writes together (0 or none: unlimited).", valueName: "n"))
     var iops: String?
 
-    @Option(name: .customLong("limit-read-iops"), help: "Read requests per second (0 or none: unlimited).")
+    @Option(name: .customLong("limit-read-iops"), help: ArgumentHelp("Read requests per second (0 or none: unlimited).", valueName: "n"))
     var readIOPS: String?
 
-    @Option(name: .customLong("limit-write-iops"), help: "Write requests per second (0 or none: unlimited).")
+    @Option(name: .customLong("limit-write-iops"), help: ArgumentHelp("Write requests per second (0 or none: unlimited).", valueName: "n"))
     var writeIOPS: String?
 
-    @Option(name: .customLong("limit-bps"), help: "Bytes per second, reads and writes together, e.g. 50M (0 or none: unlimited).")
+    @Option(name: .customLong("limit-bps"), help: ArgumentHelp("Bytes per second, reads and writes together, e.g. 50M (0 or none: unlimited).", valueName: "rate"))
     var bps: String?
 
-    @Option(name: .customLong("limit-read-bps"), help: "Read bytes per second, e.g. 20M (0 or none: unlimited).")
+    @Option(name: .customLong("limit-read-bps"), help: ArgumentHelp("Read bytes per second, e.g. 20M (0 or none: unlimited).", valueName: "rate"))
     var readBPS: String?
 
-    @Option(name: .customLong("limit-write-bps"), help: "Write bytes per second, e.g. 20M (0 or none: unlimited).")
+    @Option(name: .customLong("limit-write-bps"), help: ArgumentHelp("Write bytes per second, e.g. 20M (0 or none: unlimited).", valueName: "rate"))
     var writeBPS: String?
 
     /// The options given, by limit name (`QoSLimits.named`), as text.

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Glibc
 
-/// The `vduse-blk` command: create, list, resize and destroy VDUSE virtio-blk
-/// devices; make and check zstd images.
+/// The `vduse-blk` command: create, list, resize, limit (set) and destroy VDUSE
+/// virtio-blk devices; make and check zstd images.
 @main
 struct VduseBlk: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -208,6 +208,10 @@ final class QoSEngineTests: XCTestCase {
         if Self.unoptimized {
             throw XCTSkip("allocation counts need an optimized build: swift test -c release --filter QoSEngineTests")
         }
+        // The counter sees an allocation made where the passes are measured.
+        let c0 = vb_malloc_count()
+        UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8).deallocate()
+        XCTAssertGreaterThan(vb_malloc_count(), c0, "the malloc counter is not interposed")
         // 4 KiB reads at 200 MiB/s: about 5 per 100 us pass, far below the 256 the ring offers.
         let rig = try Rig(limits: QoSLimits(iops: 100_000, readBPS: 200 << 20))
         rig.run(passes: 200, stepNanos: 100_000)   // warm up
