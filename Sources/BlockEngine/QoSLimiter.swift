@@ -79,6 +79,10 @@ public final class QoSLimiter: Sendable {
         wakeWorkers()
     }
 
+    /// True when any limit is set (a relaxed load: the queue's fast path).
+    @inline(__always)
+    public var isActive: Bool { active.load(ordering: .relaxed) != 0 }
+
     /// Decides for a read or write of `bytes` about to start: 0 when it may
     /// start now (and it is charged to every bucket that applies), else the
     /// nanoseconds to wait before asking again (nothing charged). Queue

@@ -11,15 +11,18 @@ extension QueueWorker {
     /// True when the request in `slot` may start now (charged to the limiter),
     /// false when it must wait (`qosWaitNanos` says how long).
     @inline(__always)
-    func qosAdmit(_ limiter: QoSLimiter, _ slot: UnsafeMutablePointer<RequestSlot>) -> Bool {
+    func qosAdmit(_ limiter: Unmanaged<QoSLimiter>, _ slot: UnsafeMutablePointer<RequestSlot>) -> Bool {
+        // (the worker's `qos` keeps the limiter alive: no retain needed to use it)
+        if !limiter._withUnsafeGuaranteedRef({ $0.isActive }) { return true }   // unlimited: one relaxed load
         let wait: UInt64
         switch slot.pointee.request.operation {
-        case .read(_, _, _, let bytes) where bytes > 0: wait = limiter.admit(write: false, bytes: bytes)
-        case .write(_, _, _, let bytes) where bytes > 0: wait = limiter.admit(write: true, bytes: bytes)
+        case .read(_, _, _, let bytes) where bytes > 0: wait = limiter._withUnsafeGuaranteedRef { $0.admit(write: false, bytes: bytes) }
+        case .write(_, _, _, let bytes) where bytes > 0: wait = limiter._withUnsafeGuaranteedRef { $0.admit(write: true, bytes: bytes) }
         default: return true
         }
-        qosWaitNanos = wait
-        return wait == 0
+        if wait == 0 { return true }
+        qosWaitNanos = wait   // (stored only when held: a class field write costs an exclusivity check)
+        return false
     }
 
     /// Starts the held request if the limiter admits it now: true when no
@@ -28,7 +31,7 @@ extension QueueWorker {
     func qosReleaseHeld(queue q: inout SplitQueue, prepared: inout Int, started: inout Int) -> Bool {
         guard let head = qosHeld else { return true }
         let slot = slots.slots + Int(head)
-        if let limiter = qos, !qosAdmit(limiter, slot) { return false }
+        if let limiter = qosRef, !qosAdmit(limiter, slot) { return false }
         qosHeld = nil
         started += 1
         if dispatch(slot: slot, tag: UInt32(head)) { prepared += 1 } else { complete(head: head, slot: slot, result: 0, queue: &q) }

@@ -90,6 +90,9 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     // ---- QoS (QueueWorker+QoS.swift) ----
     /// The device's limiter (nil: never limited).
     let qos: QoSLimiter?
+    /// The same, for the per-request check: no retain/release (whose refcount
+    /// would be a cache line every queue of the device writes).
+    let qosRef: Unmanaged<QoSLimiter>?
     /// A parsed request the limiter holds back: nothing more is consumed until it starts.
     var qosHeld: UInt16?
     /// How long the held request still waits (ns), from the limiter's last answer.
@@ -119,6 +122,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         unpublished = .allocate(capacity: max(size, 1))
         pendingResubmit = config.resubmit
         qos = config.qos
+        qosRef = config.qos.map { Unmanaged.passUnretained($0) }
         qos?.attach(control)
     }
 
@@ -265,7 +269,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
                                        memory: memory, indirectAllowed: indirect, into: &slot.pointee.segments)
         slot.pointee.request = parser.parse(&slot.pointee.segments)
-        if limited, let qos, !qosAdmit(qos, slot) { qosHeld = head; return false }  // QoS: held, not completed
+        if limited, let qosRef, !qosAdmit(qosRef, slot) { qosHeld = head; return false }  // QoS: held, not completed
         if dispatch(slot: slot, tag: UInt32(head)) { return true }
         complete(head: head, slot: slot, result: 0, queue: &q)
         return false
@@ -295,7 +299,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
             while qosReleaseHeld(queue: &q, prepared: &prepared, started: &consumed), qosHeld == nil {
                 let pending = try q.pendingCount()
                 if pending == 0 { break }
-                for _ in 0..<pending where qosHeld == nil {
+                for _ in 0..<pending {
                     let head = try q.popHead()
                     consumed += 1
                     let slot = slots.slots + Int(head)
@@ -304,7 +308,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                         log.markInflight(head: head, seq: seq)
                         seq &+= 1
                     }
-                    if try prepare(head: head, slot: slot, queue: &q, limited: qos != nil) { prepared += 1 }
+                    if try prepare(head: head, slot: slot, queue: &q, limited: qosRef != nil) { prepared += 1 } else if qosHeld != nil { break }
                 }
             }
         } catch {

@@ -262,7 +262,8 @@ var jsonPath: String?
 var filter: String?
 var logMode = "off"
 var rounds = 1
-var qosIOPS: UInt64?
+// (also from the environment, for scripts/bench-engine.sh runs: ENGINE_BENCH_LIMIT_IOPS=N)
+var qosIOPS: UInt64? = ProcessInfo.processInfo.environment["ENGINE_BENCH_LIMIT_IOPS"].flatMap { UInt64($0) }
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
