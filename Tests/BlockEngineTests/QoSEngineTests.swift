@@ -202,11 +202,11 @@ final class QoSEngineTests: XCTestCase {
     /// 0 heap allocations per request with a limit that holds requests back
     /// (malloc is counted by CMallocCounter, only inside the worker's passes).
     /// Optimized builds only: unoptimized Swift allocates where -O does not
-    /// (run `swift test -c release --filter QoSEngineTests`).
+    /// (run `swift test -c release -Xswiftc -enable-testing --filter QoSEngineTests`).
     func testNoAllocationPerRequestWithALimit() throws {
         try XCTSkipIf(vb_malloc_counting() == 0, "a sanitizer owns malloc: allocations are not counted")
         if Self.unoptimized {
-            throw XCTSkip("allocation counts need an optimized build: swift test -c release --filter QoSEngineTests")
+            throw XCTSkip("allocation counts need an optimized build: swift test -c release -Xswiftc -enable-testing --filter QoSEngineTests")
         }
         // The counter sees an allocation made where the passes are measured.
         let c0 = vb_malloc_count()
