@@ -77,7 +77,7 @@ let package = Package(
         .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "SystemSupport", "CSys"]),
         .executableTarget(name: "vduse-blk", dependencies: [
             "VDUSEBlk", "VDUSEDevice", "BlockBackends", "StandardBackends", "VirtioBlk", "ImageOverlay", "ZstdImage",
-            "RemoteImage", "SystemSupport",
+            "RemoteImage", "SystemSupport", "BlockEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -102,11 +102,11 @@ let package = Package(
         ]),
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "VDUSEBlk",
-            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys",
+            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys", "CMallocCounter",
         ]),
         // The command line's validation (hostile arguments get a usage error, not a trap).
         .testTarget(name: "CLITests", dependencies: [
-            "vduse-blk", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "vduse-blk", "BlockEngine", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // ---- Fuzzing (issue 7; see Fuzz/README.md) -------------------------------------------------
         // Harnesses and invariants; fuzz-* are libFuzzer binaries when built by scripts/fuzz.sh and

@@ -27,10 +27,12 @@ public struct QueueWorkerConfig: Sendable {
     public var resubmit: [UInt16]
     /// Submission number to continue the log from (after recovery).
     public var nextSeq: UInt64
+    /// The device's QoS limits, shared by all its queues (nil: never limited).
+    public var qos: QoSLimiter?
 
     public init(queueIndex: Int, addresses: QueueAddresses, features: UInt64, startAvail: UInt16 = 0,
                 pollMicros: Int = 0, ringWait: Bool = false, log: InflightQueueLog? = nil,
-                resubmit: [UInt16] = [], nextSeq: UInt64 = 1) {
+                resubmit: [UInt16] = [], nextSeq: UInt64 = 1, qos: QoSLimiter? = nil) {
         self.queueIndex = queueIndex
         self.addresses = addresses
         self.features = features
@@ -40,6 +42,7 @@ public struct QueueWorkerConfig: Sendable {
         self.log = log
         self.resubmit = resubmit
         self.nextSeq = max(nextSeq, 1)
+        self.qos = qos
     }
 }
 
@@ -84,6 +87,17 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     var dead = false
     /// Requests completed, for statistics (read racily by the control side).
     public private(set) var completedRequests = 0
+    // ---- QoS (QueueWorker+QoS.swift) ----
+    /// The device's limiter (nil: never limited).
+    let qos: QoSLimiter?
+    /// The same, for the per-request check: no retain/release (whose refcount
+    /// would be a cache line every queue of the device writes).
+    let qosRef: Unmanaged<QoSLimiter>?
+    /// A parsed request the limiter holds back: nothing more is consumed until it starts.
+    var qosHeld: UInt16?
+    /// How long the held request still waits (ns), from the limiter's last answer.
+    var qosWaitNanos: UInt64 = 0
+    // ---- end QoS ----
 
     public init(config: QueueWorkerConfig, memory: Memory, backend: any QueueBackend,
                 parameters: BlkDeviceParameters, sink: any InterruptSink, kickFD: Int32,
@@ -107,6 +121,9 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         seq = config.nextSeq
         unpublished = .allocate(capacity: max(size, 1))
         pendingResubmit = config.resubmit
+        qos = config.qos
+        qosRef = config.qos.map { Unmanaged.passUnretained($0) }
+        qos?.attach(control)
     }
 
     deinit {
@@ -160,15 +177,15 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
 
             let worked = broken ? false : serviceOnce()
             if worked { continue }
-            if !broken, config.pollMicros > 0, spin() { continue }
-            if !broken, var q = queue {
+            if !broken, qosHeld == nil, config.pollMicros > 0, spin() { continue }
+            if !broken, qosHeld == nil, var q = queue {
                 do throws(QueueError) {
                     let more = try q.enableNotifications()
                     queue = q
                     if more { continue }
                 } catch { markBroken(error) }
             }
-            if let ev = eventBackend {
+            if let ev = eventBackend, qosHeld == nil {
                 armEvents(ev)
                 ev.submitAndWait()
                 _ = reap()
@@ -178,7 +195,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
             let n = withUnsafeMutablePointer(to: &fds) { fp in
                 withUnsafeMutablePointer(to: &revents) { rp in
                     vb_poll_in(UnsafeRawPointer(fp).assumingMemoryBound(to: Int32.self),
-                               UnsafeMutableRawPointer(rp).assumingMemoryBound(to: Int16.self), nfds, -1)
+                               UnsafeMutableRawPointer(rp).assumingMemoryBound(to: Int16.self), nfds, qosPollTimeout())
                 }
             }
             if n < 0 && n != -EINTR {
@@ -212,6 +229,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     }
 
     func finish() {
+        qos?.detach(control)
         eventBackend?.disarmEvents()
         control.availIndex.store(UInt32(queue?.lastAvailIdx ?? config.startAvail), ordering: .releasing)
         control.exited.signal()
@@ -246,10 +264,12 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     /// op: true if one was prepared (false: it completed at once, e.g. GET_ID
     /// or a request the parser refused).
     @inline(__always)
-    func prepare(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, queue q: inout SplitQueue) throws(QueueError) -> Bool {
+    func prepare(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, queue q: inout SplitQueue,
+                 limited: Bool = false) throws(QueueError) -> Bool {
         try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
                                        memory: memory, indirectAllowed: indirect, into: &slot.pointee.segments)
         slot.pointee.request = parser.parse(&slot.pointee.segments)
+        if limited, let qosRef, !qosAdmit(qosRef, slot) { qosHeld = head; return false }  // QoS: held, not completed
         if dispatch(slot: slot, tag: UInt32(head)) { return true }
         complete(head: head, slot: slot, result: 0, queue: &q)
         return false
@@ -275,7 +295,8 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                     if try prepare(head: head, slot: slot, queue: &q) { prepared += 1 }
                 }
             }
-            while true {
+            // QoS: a held request starts first; while one is held nothing more is consumed.
+            while qosReleaseHeld(queue: &q, prepared: &prepared, started: &consumed), qosHeld == nil {
                 let pending = try q.pendingCount()
                 if pending == 0 { break }
                 for _ in 0..<pending {
@@ -287,7 +308,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                         log.markInflight(head: head, seq: seq)
                         seq &+= 1
                     }
-                    if try prepare(head: head, slot: slot, queue: &q) { prepared += 1 }
+                    if try prepare(head: head, slot: slot, queue: &q, limited: qosRef != nil) { prepared += 1 } else if qosHeld != nil { break }
                 }
             }
         } catch {
@@ -405,6 +426,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
 
     /// Waits until every in-flight op has completed and been published.
     func quiesce() {
+        qosForceHeld()
         while inFlight > 0 {
             if reap() == 0 {
                 let fd = backend.completionFD

@@ -25,7 +25,8 @@ final class BlkQueueService: VirtqueueService {
             config: QueueWorkerConfig(queueIndex: queue.queueIndex, addresses: queue.addresses,
                                       features: queue.features, startAvail: queue.startAvail,
                                       pollMicros: model.pollMicros, ringWait: model.ringWait,
-                                      log: queue.log, resubmit: queue.resubmit, nextSeq: queue.nextSeq),
+                                      log: queue.log, resubmit: queue.resubmit, nextSeq: queue.nextSeq,
+                                      qos: model.qos),
             memory: memory, backend: backend, parameters: model.parameters, sink: queue.interruptSink,
             kickFD: queue.kickFD, logger: model.logger)
         worker = w

@@ -1,4 +1,5 @@
 import BlockBackends
+import BlockEngine
 import Logging
 import VDUSEDevice
 import VirtioBlk
@@ -17,11 +18,14 @@ public final class VirtioBlkDeviceModel: VirtioDeviceModel {
     public let pollMicros: Int
     /// Sleep in the backend's ring (io_uring) instead of poll() where it can.
     public let ringWait: Bool
+    /// The device's QoS limits, shared by every queue's worker (unlimited until set).
+    public let qos: QoSLimiter
     let logger: Logger
 
     public init(parameters: BlkDeviceParameters, backend: any BlockBackendFactory, pollMicros: Int = 0,
-                ringWait: Bool = false, logger: Logger) {
+                ringWait: Bool = false, qos: QoSLimiter? = nil, logger: Logger) {
         self.parameters = parameters
+        self.qos = qos ?? QoSLimiter()
         self.backend = backend
         self.pollMicros = pollMicros
         self.ringWait = ringWait

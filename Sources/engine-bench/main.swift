@@ -30,9 +30,12 @@ struct Scenario {
     var fresh = false
     /// Serve with an in-flight log in a MAP_SHARED tmpfs file (as the daemon does).
     var log = false
+    /// One QoS limit (requests/s) shared by the queues; 0: a limiter without
+    /// limits (as every daemon has); nil: no limiter at all.
+    var limitIOPS: UInt64?
     var label: String {
         "\(backend) \(write ? (fresh ? "fresh-write" : "write") : "read") \(requestSize / 1024)k batch=\(batch) queues=\(queues)"
-            + (log ? " log" : "")
+            + (log ? " log" : "") + (limitIOPS.map { " limit=\($0)" } ?? "")
     }
 }
 
@@ -164,6 +167,8 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
     var workers: [QueueWorker<SimulatedGuestMemory>] = []
+    // --limit-iops: one QoS limiter shared by every queue, as the daemon has.
+    let qos = try s.limitIOPS.map { try QoSLimiter(limits: QoSLimits(iops: $0)) }
     // The in-flight log: one page-aligned region per queue in a shared mapping of a tmpfs file.
     let regionBytes = InflightQueueLog.regionBytes(maxQueueSize: queueSize)
     let logPath = "/dev/shm/vduse-engine-bench.inflight"
@@ -190,7 +195,7 @@ func run(_ s: Scenario, seconds: Double) throws -> Result {
         }
         let w = try QueueWorker(config: QueueWorkerConfig(queueIndex: q, addresses: drivers[q].driver.addresses,
                                                           features: params.offeredFeatures, ringWait: ringWait,
-                                                          log: log),
+                                                          log: log, qos: qos),
                                 memory: memory, backend: try factory.makeQueueBackend(queueIndex: q, depth: Int(queueSize)),
                                 parameters: params, sink: sink, kickFD: drivers[q].driver.kickFD, logger: logger)
         workers.append(w)
@@ -257,6 +262,8 @@ var jsonPath: String?
 var filter: String?
 var logMode = "off"
 var rounds = 1
+// (also from the environment, for scripts/bench-engine.sh runs: ENGINE_BENCH_LIMIT_IOPS=N)
+var qosIOPS: UInt64? = ProcessInfo.processInfo.environment["ENGINE_BENCH_LIMIT_IOPS"].flatMap { UInt64($0) }
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
@@ -265,8 +272,11 @@ while let a = args.popFirst() {
     case "--only": filter = args.popFirst()
     case "--inflight-log": logMode = args.popFirst() ?? ""
     case "--rounds": rounds = max(1, Int(args.popFirst() ?? "") ?? 1)
+    case "--limit-iops": qosIOPS = UInt64(args.popFirst() ?? "") ?? 0
     default:
-        print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING] [--inflight-log off|on|both] [--rounds N]")
+        print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING] [--inflight-log off|on|both] [--rounds N] [--limit-iops N]")
+        print("  --limit-iops N: every scenario under one QoS limit of N requests/s shared by its queues")
+        print("                  (0: a limiter with no limit, as in the daemon; default: no limiter)")
         print("  --inflight-log both: each scenario without and with the in-flight log, alternating, --rounds times")
         exit(2)
     }
@@ -289,6 +299,7 @@ for queues in [1, 2] {
     }
 }
 if let f = filter { scenarios = scenarios.filter { $0.label.contains(f) } }
+if let q = qosIOPS { scenarios = scenarios.map { var x = $0; x.limitIOPS = q; return x } }
 switch logMode {
 case "off": break
 case "on": scenarios = scenarios.map { var x = $0; x.log = true; return x }

@@ -26,12 +26,21 @@ protocol ControlTarget: AnyObject {
     func resize(bytes: UInt64, shrink: Bool) throws(ControlError) -> [String: Any]
     /// Starts the daemon's clean shutdown (as SIGTERM does) after this reply is sent.
     func stop() -> [String: Any]
+    /// Changes the QoS limits named in `changes` (limit name -> value, 0 =
+    /// unlimited; the others stay) at once; the reply holds the limits now.
+    func setLimits(_ changes: [String: UInt64]) throws(ControlError) -> [String: Any]
+}
+
+extension ControlTarget {
+    func setLimits(_ changes: [String: UInt64]) throws(ControlError) -> [String: Any] {
+        throw ControlError(code: "unsupported", message: "this device has no QoS limits")
+    }
 }
 
 /// The line protocol: one JSON object per request line, one per reply line.
 /// Stateless; turns any line into exactly one reply and never throws.
 enum ControlProtocol {
-    static let commands = ["stats", "info", "resize", "stop", "help"]
+    static let commands = ["stats", "info", "resize", "set", "stop", "help"]
 
     /// The reply line (no newline) for one request line (no newline).
     static func reply(to line: [UInt8], target: ControlTarget) -> (reply: String, stopAfter: Bool) {
@@ -57,6 +66,8 @@ enum ControlProtocol {
                 default: throw ControlError(code: "bad_request", message: "\"shrink\" must be true or false")
                 }
                 return (encode(ok: true, try target.resize(bytes: bytes, shrink: shrink)), false)
+            case "set":
+                return (encode(ok: true, try target.setLimits(try QoSWire.changes(request["limits"]))), false)
             default:
                 throw ControlError(code: "unknown_command",
                                    message: "unknown command \"\(cmd.prefix(64))\" (known: \(commands.joined(separator: ", ")))")

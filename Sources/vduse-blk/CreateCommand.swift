@@ -75,6 +75,10 @@ struct CreateCommand: ParsableCommand {
         visibility: .hidden))
     var noInflightLog = false
 
+    /// QoS limits (`--limit-*`); `vduse-blk set` changes them while the device runs.
+    @OptionGroup(title: "QoS limits")
+    var qos: QoSOptions
+
     func validate() throws {
         try validateDeviceName(name)
         if let q = queues, !(1...16).contains(q) { throw ValidationError("--queues must be 1-16") }
@@ -156,6 +160,7 @@ struct CreateCommand: ParsableCommand {
             device = try VDUSEBlockDevice(name: name, parameters: parameters, backend: factory,
                                           pollMicros: pollMicros, ringWait: wait == "ring",
                                           userBounce: bounce == "user", logger: logger)
+            try applyLimits(to: device, logger: logger)   // before any queue starts
             adopted = try createOrAdopt(device, logger: logger)
         } catch {
             throw CLIFailure(message: error.description)

@@ -1,4 +1,5 @@
 import BlockBackends
+import BlockEngine
 import Foundation
 import Glibc
 import Logging
@@ -23,6 +24,7 @@ final class DeviceControlTarget: ControlTarget {
         var fields: [String: Any] = [
             "name": device.name, "capacity_bytes": device.currentCapacityBytes,
             "uptime_s": Int(time(nil) - started),
+            "limits": QoSWire.object(device.qos.limits),
         ]
         // Ordered name/value pairs (the backend's own order), or null when it keeps none.
         if let rows = factory.statistics() {
@@ -41,6 +43,7 @@ final class DeviceControlTarget: ControlTarget {
             "queues": Int(p.numQueues), "queue_size": Int(p.queueSize), "read_only": p.readOnly,
             "backend": factory.summary,
             "features": VirtioFeature.names(p.offeredFeatures),
+            "limits": QoSWire.object(device.qos.limits),
         ]
         if let driver = VdpaTool.driver(name: device.name) {
             fields["binding"] = driver
@@ -64,6 +67,12 @@ final class DeviceControlTarget: ControlTarget {
 
     func stop() -> [String: Any] {
         ["stopping": true, "pid": Int(getpid())]
+    }
+
+    func setLimits(_ changes: [String: UInt64]) throws(ControlError) -> [String: Any] {
+        let limits = try QoSWire.apply(changes, to: device.qos)
+        Logger(label: "vduse-blk").notice("\(device.name): QoS limits now \(QoSOptions.describe(limits))")
+        return ["limits": QoSWire.object(limits)]
     }
 }
 

@@ -30,6 +30,8 @@ struct StatsCommand: ParsableCommand {
                 return
             }
             print("capacity_bytes \(reply["capacity_bytes"] as? UInt64 ?? 0)")
+            // QoS limits (0: unlimited), as `limit_iops 500`.
+            for key in QoSWire.keys { print("limit_\(key.json) \((reply["limits"] as? [String: Any])?[key.json] as? UInt64 ?? 0)") }
             for case let row as [Any] in reply["backend"] as? [Any] ?? [] where row.count == 2 {
                 print("\(row[0]) \(row[1])")
             }

@@ -1,14 +1,14 @@
 import ArgumentParser
 import Glibc
 
-/// The `vduse-blk` command: create, list, resize and destroy VDUSE virtio-blk
-/// devices; make and check zstd images.
+/// The `vduse-blk` command: create, list, resize, limit (set) and destroy VDUSE
+/// virtio-blk devices; make and check zstd images.
 @main
 struct VduseBlk: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vduse-blk",
         abstract: "A userspace virtio-blk device served through VDUSE.",
-        subcommands: [CreateCommand.self, ListCommand.self, DestroyCommand.self, StatsCommand.self, ResizeCommand.self,
+        subcommands: [CreateCommand.self, ListCommand.self, DestroyCommand.self, StatsCommand.self, ResizeCommand.self, SetCommand.self,
                       ImageCommand.self])
 
     /// The error contract (README, "Errors"): every failure is one line on
