@@ -27,10 +27,12 @@ public struct QueueWorkerConfig: Sendable {
     public var resubmit: [UInt16]
     /// Submission number to continue the log from (after recovery).
     public var nextSeq: UInt64
+    /// Counters to continue (the queue's across resets); nil: the worker makes its own.
+    public var counters: QueueCounters?
 
     public init(queueIndex: Int, addresses: QueueAddresses, features: UInt64, startAvail: UInt16 = 0,
                 pollMicros: Int = 0, ringWait: Bool = false, log: InflightQueueLog? = nil,
-                resubmit: [UInt16] = [], nextSeq: UInt64 = 1) {
+                resubmit: [UInt16] = [], nextSeq: UInt64 = 1, counters: QueueCounters? = nil) {
         self.queueIndex = queueIndex
         self.addresses = addresses
         self.features = features
@@ -40,6 +42,7 @@ public struct QueueWorkerConfig: Sendable {
         self.log = log
         self.resubmit = resubmit
         self.nextSeq = max(nextSeq, 1)
+        self.counters = counters
     }
 }
 
@@ -82,8 +85,11 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     var crashAfterPublishSteps = -1
     /// Set once the crash hook fired.
     var dead = false
-    /// Requests completed, for statistics (read racily by the control side).
-    public private(set) var completedRequests = 0
+    /// This queue's request counters and service-time histogram (written
+    /// only by this worker's thread; read by the statistics side).
+    public let counters: QueueCounters
+    /// Requests completed, for statistics (from `counters`; any thread).
+    public var completedRequests: Int { Int(counters.completed) }
 
     public init(config: QueueWorkerConfig, memory: Memory, backend: any QueueBackend,
                 parameters: BlkDeviceParameters, sink: any InterruptSink, kickFD: Int32,
@@ -107,6 +113,9 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         seq = config.nextSeq
         unpublished = .allocate(capacity: max(size, 1))
         pendingResubmit = config.resubmit
+        counters = config.counters ?? QueueCounters(queueIndex: config.queueIndex)
+        counters.setInFlight(0)
+        counters.setBroken(false)
     }
 
     deinit {
@@ -131,6 +140,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         if let error { logger.error("queue \(config.queueIndex): \(error); device needs reset") }
         broken = true
         control.broken.store(true, ordering: .releasing)
+        counters.setBroken(true)
     }
 
     // MARK: - the loop
@@ -246,12 +256,14 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     /// op: true if one was prepared (false: it completed at once, e.g. GET_ID
     /// or a request the parser refused).
     @inline(__always)
-    func prepare(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, queue q: inout SplitQueue) throws(QueueError) -> Bool {
+    func prepare(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, queue q: inout SplitQueue,
+                 now: UInt64) throws(QueueError) -> Bool {
+        slot.pointee.startNanos = now
         try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
                                        memory: memory, indirectAllowed: indirect, into: &slot.pointee.segments)
         slot.pointee.request = parser.parse(&slot.pointee.segments)
         if dispatch(slot: slot, tag: UInt32(head)) { return true }
-        complete(head: head, slot: slot, result: 0, queue: &q)
+        complete(head: head, slot: slot, result: 0, queue: &q, now: now)
         return false
     }
 
@@ -260,9 +272,12 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         guard var q = queue else { return 0 }
         var consumed = 0
         var prepared = 0
+        // One clock read per consumed batch: its requests' service time starts here.
+        var now: UInt64 = 0
         defer { queue = q }
         do throws(QueueError) {
             if !pendingResubmit.isEmpty {
+                now = QueueCounters.now()
                 // Heads a previous daemon consumed (still flagged in the log, in
                 // submission order): the same requests again, before new ones.
                 let heads = pendingResubmit
@@ -272,12 +287,13 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                     consumed += 1
                     let slot = slots.slots + Int(head)
                     guard !slot.pointee.busy else { throw .headInFlight(head) }
-                    if try prepare(head: head, slot: slot, queue: &q) { prepared += 1 }
+                    if try prepare(head: head, slot: slot, queue: &q, now: now) { prepared += 1 }
                 }
             }
             while true {
                 let pending = try q.pendingCount()
                 if pending == 0 { break }
+                if now == 0 { now = QueueCounters.now() }
                 for _ in 0..<pending {
                     let head = try q.popHead()
                     consumed += 1
@@ -287,14 +303,17 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                         log.markInflight(head: head, seq: seq)
                         seq &+= 1
                     }
-                    if try prepare(head: head, slot: slot, queue: &q) { prepared += 1 }
+                    if try prepare(head: head, slot: slot, queue: &q, now: now) { prepared += 1 }
                 }
             }
         } catch {
             markBroken(error)
         }
         if prepared > 0 { backend.submit() }
-        if consumed > 0 { control.availIndex.store(UInt32(q.lastAvailIdx), ordering: .releasing) }
+        if consumed > 0 {
+            control.availIndex.store(UInt32(q.lastAvailIdx), ordering: .releasing)
+            counters.setInFlight(inFlight)
+        }
         return consumed
     }
 
@@ -322,27 +341,41 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         return true
     }
 
-    /// Writes the status byte and the used element for a finished request.
-    func complete(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, result: Int32, queue q: inout SplitQueue) {
+    /// Writes the status byte and the used element for a finished request and
+    /// counts it (`now`: the clock of the batch completing it).
+    func complete(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, result: Int32, queue q: inout SplitQueue,
+                  now: UInt64) {
         let request = slot.pointee.request
         var status = BlkStatus.ok
         var written = request.writtenOnSuccess
+        let kind: RequestKind
         switch request.operation {
         case .fail(let s):
             status = s
             written = request.status == nil ? 0 : 1
-        case .read(_, _, _, let bytes), .write(_, _, _, let bytes):
-            if bytes > 0 && Int64(result) != Int64(bytes) { status = BlkStatus.ioError }
-        default:
-            if result < 0 { status = BlkStatus.ioError }
+            kind = s == BlkStatus.unsupported ? .unsupported : .refused
+        case .read(_, _, _, let bytes):
+            kind = .read
+            if bytes > 0 && Int64(result) != Int64(bytes) { status = BlkStatus.ioError } else { counters.recordBytes(read: bytes, written: 0) }
+        case .write(_, _, _, let bytes):
+            kind = .write
+            if bytes > 0 && Int64(result) != Int64(bytes) { status = BlkStatus.ioError } else { counters.recordBytes(read: 0, written: bytes) }
+        case .flush: kind = .flush
+        case .discard: kind = .discard
+        case .writeZeroes: kind = .writeZeroes
+        case .getID: kind = .getID
         }
+        if result < 0 { status = BlkStatus.ioError }
+        if status == BlkStatus.ioError, kind.rawValue <= RequestKind.writeZeroes.rawValue {
+            counters.recordFailure(kind, result: Int64(result))
+        }
+        counters.recordCompletion(kind, nanos: now &- slot.pointee.startNanos)
         if let p = request.status { p.pointee = status } else { written = 0 }
         q.addUsed(head: head, length: written)
         if log != nil, unpublishedCount < Int(q.size) {
             unpublished[unpublishedCount] = head
             unpublishedCount += 1
         }
-        completedRequests &+= 1
     }
 
     /// Collects finished backend ops and completes their requests.
@@ -352,9 +385,12 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
             return 0
         }
         var total = 0
+        // One clock read per reaped batch: the end of its requests' service time.
+        var now: UInt64 = 0
         while true {
             let n = backend.reap(into: completions)
             if n == 0 { break }
+            if now == 0 { now = QueueCounters.now() }
             for i in 0..<n {
                 let c = completions[i]
                 let head = UInt16(truncatingIfNeeded: c.tag)
@@ -363,11 +399,12 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                 guard slot.pointee.busy else { continue }
                 slot.pointee.busy = false
                 inFlight -= 1
-                complete(head: head, slot: slot, result: c.result, queue: &q)
+                complete(head: head, slot: slot, result: c.result, queue: &q, now: now)
             }
             total += n
             if n < completions.count { break }
         }
+        if total > 0 { counters.setInFlight(inFlight) }
         queue = q
         return total
     }

@@ -1,4 +1,5 @@
 @_exported import BlockBackends
+import BlockEngine
 import Glibc
 @_exported import Logging
 @_exported import VDUSEDevice
@@ -84,6 +85,9 @@ public final class VDUSEBlockDevice {
         }
         logger.info("attached \(name) via \(driver)\(disk)")
     }
+
+    /// Request counters of every queue since the device was made (index = queue).
+    public var queueCounters: [QueueCounters] { model.queueCounters }
 
     /// The block device node's name under /dev (`vda`) once bound to virtio_vdpa.
     public var blockDeviceName: String? { VdpaTool.blockDevice(name: name) }
