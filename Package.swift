@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // Prometheus text exposition (the `--metrics` exporter only; pulls in swift-metrics' CoreMetrics).
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ],
     targets: [
         // ---- C shims: one function per call, -errno on failure, _GNU_SOURCE only inside them ----------
@@ -73,11 +75,17 @@ let package = Package(
             "VDUSEDevice", "BlockEngine", "VirtioBlk", "BlockBackends", "VirtioCore",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The `--metrics` exporter: per-queue counters and backend statistics copied into a
+        // Prometheus registry on scrape, served by a small HTTP/1.x responder on its own thread.
+        .target(name: "MetricsExporter", dependencies: [
+            "BlockEngine", "BlockBackends", "SystemSupport", "CSys",
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         // Driver side of split rings in ordinary memory, for tests, benchmarks and fuzzers.
         .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "SystemSupport", "CSys"]),
         .executableTarget(name: "vduse-blk", dependencies: [
             "VDUSEBlk", "VDUSEDevice", "BlockBackends", "StandardBackends", "VirtioBlk", "ImageOverlay", "ZstdImage",
-            "RemoteImage", "SystemSupport",
+            "RemoteImage", "SystemSupport", "MetricsExporter", "BlockEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -103,6 +111,11 @@ let package = Package(
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "VDUSEBlk",
             "ZstdImage", "ImageOverlay", "SystemSupport", "CSys",
+        ]),
+        // The exporter: scraped over real TCP, text parsed; hostile HTTP clients.
+        .testTarget(name: "MetricsExporterTests", dependencies: [
+            "MetricsExporter", "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim",
+            "SystemSupport", "TestSupport",
         ]),
         // The command line's validation (hostile arguments get a usage error, not a trap).
         .testTarget(name: "CLITests", dependencies: [
