@@ -98,8 +98,10 @@ let package = Package(
         ]),
         // One copy of what the backend tests share: temp directories, aligned buffers, byte
         // patterns and a seeded RNG, file helpers, a QueueBackend driver, and the backend
-        // conformance suite every backend's test case runs.
-        .target(name: "TestSupport", dependencies: ["BlockBackends", "SystemSupport"], path: "Tests/TestSupport"),
+        // conformance suite every backend's test case runs; a backend failing on demand and a log capture.
+        .target(name: "TestSupport", dependencies: [
+            "BlockBackends", "SystemSupport", .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/TestSupport"),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim", "BlockBackends", "SystemSupport"]),
         .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends", "SystemSupport", "CSys", "TestSupport"]),
         .testTarget(name: "ZstdImageTests", dependencies: [
@@ -110,7 +112,8 @@ let package = Package(
         ]),
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "VDUSEBlk",
-            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys",
+            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The exporter: scraped over real TCP, text parsed; hostile HTTP clients.
         .testTarget(name: "MetricsExporterTests", dependencies: [
