@@ -37,6 +37,10 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         var output: [UInt8] = []
         var sent = 0
         var answered = false
+        /// The answer is out and the write side shut: what the client still
+        /// sends is read and dropped until it closes (or the deadline), so a
+        /// close never resets a connection whose answer it has not read yet.
+        var draining = false
         init(fd: Int32, deadline: UInt64) {
             self.fd = fd
             self.deadline = deadline
@@ -120,7 +124,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
             fds.append(pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0))
             fds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0))
             for c in connections {
-                fds.append(pollfd(fd: c.fd, events: Int16(c.answered ? POLLOUT : POLLIN), revents: 0))
+                fds.append(pollfd(fd: c.fd, events: Int16(c.answered && !c.draining ? POLLOUT : POLLIN), revents: 0))
             }
             var now = Self.millis()
             var wake = nextSync
@@ -133,8 +137,10 @@ public final class MetricsHTTPServer: @unchecked Sendable {
             var done = [Bool](repeating: false, count: connections.count)
             for (i, c) in connections.enumerated() {
                 let rev = fds[i + 2].revents
-                if rev & Int16(POLLIN | POLLHUP | POLLERR) != 0, !c.answered { done[i] = readFrom(c) }
-                if c.answered, !done[i] { done[i] = flush(c) }
+                if rev & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                    done[i] = c.draining ? discardInput(c) : c.answered ? false : readFrom(c)
+                }
+                if c.answered, !c.draining, !done[i] { done[i] = flush(c) }
                 if rev & Int16(POLLERR | POLLNVAL) != 0 || now >= c.deadline { done[i] = true }
             }
             var kept: [Connection] = []
@@ -163,6 +169,17 @@ public final class MetricsHTTPServer: @unchecked Sendable {
                 continue
             }
             connections.append(Connection(fd: fd, deadline: now + UInt64(limits.connectionMillis)))
+        }
+    }
+
+    /// Drops what the client sends after its answer; true once it closed.
+    private func discardInput(_ c: Connection) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let got = buffer.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
+            if got > 0 { continue }
+            if got < 0 && errno == EINTR { continue }
+            return got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)
         }
     }
 
@@ -205,7 +222,8 @@ public final class MetricsHTTPServer: @unchecked Sendable {
         c.answered = true
     }
 
-    /// Sends what it can; true once everything is sent (or the client is gone).
+    /// Sends what it can; true when the client is gone. Once everything is
+    /// sent the write side is shut and the connection drains (`draining`).
     private func flush(_ c: Connection) -> Bool {
         while c.sent < c.output.count {
             let n = c.output.withUnsafeBytes {
@@ -218,7 +236,8 @@ public final class MetricsHTTPServer: @unchecked Sendable {
             c.sent += n
         }
         shutdown(c.fd, Int32(SHUT_WR))
-        return true
+        c.draining = true
+        return false
     }
 
     static func millis() -> UInt64 {
