@@ -31,22 +31,6 @@ public enum RequestKind: Int, CaseIterable, Sendable {
 /// A consistent-enough copy of one queue's counters (each word read once;
 /// words written by one batch may be seen half-way while that batch runs).
 public struct QueueCountersSnapshot: Sendable, Equatable {
-    public init(requests: [UInt64], failures: [UInt64], bytesRead: UInt64, bytesWritten: UInt64, inFlight: UInt64,
-                buckets: [UInt64], serviceNanos: UInt64, overflowNanos: UInt64, lastFailureKind: RequestKind?,
-                lastFailureResult: Int64, broken: Bool) {
-        self.requests = requests
-        self.failures = failures
-        self.bytesRead = bytesRead
-        self.bytesWritten = bytesWritten
-        self.inFlight = inFlight
-        self.buckets = buckets
-        self.serviceNanos = serviceNanos
-        self.overflowNanos = overflowNanos
-        self.lastFailureKind = lastFailureKind
-        self.lastFailureResult = lastFailureResult
-        self.broken = broken
-    }
-
     /// Completed requests by `RequestKind.rawValue` (whatever their status).
     public var requests: [UInt64]
     /// Requests the backend failed (IOERR to the driver) by `RequestKind.rawValue`.
@@ -69,6 +53,30 @@ public struct QueueCountersSnapshot: Sendable, Equatable {
     public var lastFailureResult: Int64
     /// True while the queue is stopped on a ring it cannot trust (NEEDS_RESET).
     public var broken: Bool
+
+    public init(requests: [UInt64], failures: [UInt64], bytesRead: UInt64, bytesWritten: UInt64, inFlight: UInt64,
+                buckets: [UInt64], serviceNanos: UInt64, overflowNanos: UInt64, lastFailureKind: RequestKind?,
+                lastFailureResult: Int64, broken: Bool) {
+        self.requests = requests
+        self.failures = failures
+        self.bytesRead = bytesRead
+        self.bytesWritten = bytesWritten
+        self.inFlight = inFlight
+        self.buckets = buckets
+        self.serviceNanos = serviceNanos
+        self.overflowNanos = overflowNanos
+        self.lastFailureKind = lastFailureKind
+        self.lastFailureResult = lastFailureResult
+        self.broken = broken
+    }
+
+    /// All zero (a queue that has not counted anything yet).
+    public static let zero = QueueCountersSnapshot(
+        requests: Array(repeating: 0, count: RequestKind.allCases.count),
+        failures: Array(repeating: 0, count: RequestKind.allCases.count),
+        bytesRead: 0, bytesWritten: 0, inFlight: 0,
+        buckets: Array(repeating: 0, count: QueueCounters.bucketCount),
+        serviceNanos: 0, overflowNanos: 0, lastFailureKind: nil, lastFailureResult: 0, broken: false)
 
     /// Completed requests of every kind.
     public var completed: UInt64 { requests.reduce(0, &+) }

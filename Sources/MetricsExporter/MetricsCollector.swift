@@ -73,12 +73,7 @@ public final class MetricsCollector: Sendable {
                 descriptor: MetricsCollector.descriptor(
                     Name.serviceTime, "Device-side service time: from the batch that took the request off the ring to the batch that completed it"),
                 labels: labels, buckets: ServiceTimeReplay.boundsSeconds)
-            last = QueueCountersSnapshot(
-                requests: Array(repeating: 0, count: RequestKind.allCases.count),
-                failures: Array(repeating: 0, count: RequestKind.allCases.count),
-                bytesRead: 0, bytesWritten: 0, inFlight: 0,
-                buckets: Array(repeating: 0, count: QueueCounters.bucketBoundsNanos.count + 1),
-                serviceNanos: 0, overflowNanos: 0, lastFailureKind: nil, lastFailureResult: 0, broken: false)
+            last = .zero
         }
 
         func sync() {

@@ -1,5 +1,6 @@
 import CSys
 import Glibc
+import Synchronization
 import SystemSupport
 
 /// Why the exporter could not start (one line for the log).
@@ -56,8 +57,9 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     private let stopFD: Int32
     private var thread: NamedThread?
     private var connections: [Connection] = []
-    /// Scrapes answered, and connections turned away or timed out (for tests and the log).
-    public private(set) var scrapes = 0
+    private let scrapeCount = Atomic<Int>(0)
+    /// `/metrics` requests answered so far (any thread).
+    public var scrapes: Int { scrapeCount.load(ordering: .relaxed) }
 
     /// Binds and listens on `address`; the thread starts with `start()`.
     public init(address: MetricsAddress, collector: MetricsCollector, limits: Limits = Limits()) throws(MetricsError) {
@@ -203,7 +205,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
                 return flush(c)
             case .request(let method, let path):
                 if path == "/metrics" {
-                    scrapes += 1
+                    scrapeCount.wrappingAdd(1, ordering: .relaxed)
                     answer(c, HTTPRequestHead.response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                                        body: collector.render(), includeBody: method == "GET"))
                 } else {
