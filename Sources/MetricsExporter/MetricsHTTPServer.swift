@@ -53,7 +53,7 @@ public final class MetricsHTTPServer: @unchecked Sendable {
     /// The port actually bound (differs from `address.port` when that was 0).
     public let port: UInt16
     public let collector: MetricsCollector
-    private let listenFD: Int32
+    private var listenFD: Int32
     private let stopFD: Int32
     private var thread: NamedThread?
     private var connections: [Connection] = []
@@ -97,25 +97,31 @@ public final class MetricsHTTPServer: @unchecked Sendable {
 
     deinit {
         stop()
-        close(listenFD)
         close(stopFD)
     }
 
     public func start() throws(MetricsError) {
+        guard listenFD >= 0, thread == nil else { throw MetricsError(message: "metrics: exporter already started or stopped") }
         do { thread = try NamedThread(name: "vb-metrics") { [self] in run() } } catch {
             throw MetricsError(message: "metrics: cannot start the exporter thread: \(error.message)")
         }
     }
 
-    /// Ends the thread and closes every connection (the listening socket closes with the server).
+    /// Ends the thread, closes every connection and the listening socket
+    /// (the port is free when this returns). Safe to call more than once.
     public func stop() {
-        guard let t = thread else { return }
-        var one: UInt64 = 1
-        _ = write(stopFD, &one, 8)
-        t.join()
-        thread = nil
+        if let t = thread {
+            var one: UInt64 = 1
+            _ = write(stopFD, &one, 8)
+            t.join()
+            thread = nil
+        }
         for c in connections { close(c.fd) }
         connections = []
+        if listenFD >= 0 {
+            close(listenFD)
+            listenFD = -1
+        }
     }
 
     private func run() {

@@ -179,6 +179,8 @@ struct CreateCommand: ParsableCommand {
         let sig = signals.wait()
         served.set(false)
         controlServer?.stop()
+        // Its port is free before the device is handed over or destroyed: the next daemon binds it.
+        exporter?.stop()
         if sig == SIGUSR2 {
             logger.info("SIGUSR2: draining and handing \(name) over; start the new daemon with the same options")
             device.handOver()
@@ -187,7 +189,6 @@ struct CreateCommand: ParsableCommand {
             device.shutdown()
         }
         publisher.stop()
-        exporter?.stop()
         factory.shutdown()
     }
 }

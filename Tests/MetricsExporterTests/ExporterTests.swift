@@ -276,10 +276,18 @@ final class ExporterTests: XCTestCase {
         XCTAssertNoThrow(try Exposition(r?.body ?? "x"))
     }
 
-    func testATakenPortIsAClearError() throws {
+    func testATakenPortIsAClearErrorAndStopFreesIt() throws {
         let first = try MetricsHTTPServer(address: MetricsAddress("127.0.0.1:0")!, collector: MetricsCollector())
+        try first.start()
         XCTAssertThrowsError(try MetricsHTTPServer(address: MetricsAddress("127.0.0.1:\(first.port)")!, collector: MetricsCollector())) {
             XCTAssertTrue("\($0)".contains("Address already in use"), "\($0)")
         }
+        // After stop (a hand-over to the next daemon) the same port binds at once.
+        first.stop()
+        let next = try MetricsHTTPServer(address: MetricsAddress("127.0.0.1:\(first.port)")!, collector: MetricsCollector())
+        try next.start()
+        XCTAssertEqual(RawHTTPClient.get(port: next.port)?.status, 200)
+        next.stop()
+        XCTAssertThrowsError(try next.start(), "a stopped exporter does not start again")
     }
 }
