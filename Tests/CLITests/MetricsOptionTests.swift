@@ -1,4 +1,7 @@
 import ArgumentParser
+@testable import BlockEngine
+import Foundation
+import Glibc
 import XCTest
 
 @testable import vduse_blk
@@ -32,5 +35,27 @@ final class MetricsOptionTests: XCTestCase {
                 XCTAssertEqual(VduseBlk.exitCode(for: error), .validationFailure, bad)
             }
         }
+    }
+}
+
+/// The per-queue counters in the control socket's `stats` reply.
+final class QueueStatsReplyTests: XCTestCase {
+    func testQueueCountersBecomeAJSONObject() throws {
+        let c = QueueCounters(queueIndex: 2)
+        for _ in 0..<3 { c.recordCompletion(.write, nanos: 4000) }
+        c.recordCompletion(.read, nanos: 2000)
+        c.recordBytes(read: 4096, written: 3 * 512)
+        c.recordFailure(.write, result: -Int64(EIO))
+        let fields = DeviceControlTarget.queueStats(c.snapshot(), index: c.queueIndex)
+        let data = try JSONSerialization.data(withJSONObject: fields)
+        let back = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        XCTAssertEqual(back["queue"] as? Int, 2)
+        XCTAssertEqual((back["requests"] as? [String: Any])?["write"] as? Int, 3)
+        XCTAssertEqual((back["requests"] as? [String: Any])?["read"] as? Int, 1)
+        XCTAssertEqual((back["failures"] as? [String: Any])?["write"] as? Int, 1)
+        XCTAssertNil((back["failures"] as? [String: Any])?["get_id"], "only backend kinds can fail")
+        XCTAssertEqual(back["read_bytes"] as? Int, 4096)
+        XCTAssertEqual(back["written_bytes"] as? Int, 1536)
+        XCTAssertEqual(back["service_time_avg_us"] as? Int, 3)
     }
 }
