@@ -41,6 +41,23 @@ metrics_check() {
   fi
 }
 
+# metrics_idle DEV URL: scrapes URL while DEV is idle: the kernel's counters
+# (/sys/block/DEV/stat: reads, read sectors, writes, written sectors) read
+# before and after the scrape agree. Sets MET_TEXT and MET_STAT; status 1 if
+# the scrape failed or DEV never held still (5 tries).
+metrics_idle() {
+  local dev=$1 url=$2 a b i
+  for ((i = 0; i < 5; i++)); do
+    a=$(awk '{print $1, $3, $5, $7}' "/sys/block/$dev/stat")
+    MET_TEXT=$(curl -sf --max-time 10 "$url") || return 1
+    b=$(awk '{print $1, $3, $5, $7}' "/sys/block/$dev/stat")
+    MET_STAT=$b
+    [[ $a == "$b" ]] && return 0
+    sleep 1
+  done
+  return 1
+}
+
 run_metrics() {
   section "metrics: Prometheus exporter, counters against fio, backing-store failures"
   if [[ $PEER != vduse-blk ]]; then skip "metrics" "a vduse-blk feature"; return; fi
@@ -54,9 +71,11 @@ run_metrics() {
   fi
   dev=${DDEV[$n]}
   udevadm settle 2>/dev/null; sleep 1
-  if ! m0=$(curl -sf --max-time 10 "$url"); then
+  local k0 k1
+  if ! metrics_idle "$dev" "$url"; then
     notok "metrics: curl scrapes $url" "$(logtail $n)"; dev_stop "$n" 5; return
   fi
+  m0=$MET_TEXT k0=$MET_STAT
   ok "metrics: curl scrapes $url ($(wc -l <<<"$m0") lines)"
   metrics_check "metrics (idle)" "$m0"
   [[ $(metrics_sum "$m0" vduse_blk_up "device=\"$n\"") == 1 ]] && ok "metrics: vduse_blk_up is 1 while served" \
@@ -74,7 +93,10 @@ run_metrics() {
       --output-format=terse --terse-version=3 >"$W/met-r.fio" 2>>"$W/met.fio.err"
   rc=$?
   jw=$(fio_terse write_kib <"$W/met-w.fio"); jr=$(fio_terse read_kib <"$W/met-r.fio")
-  m1=$(curl -sf --max-time 10 "$url")
+  # fio's close makes udev re-probe the disk (blkid reads): let that finish first.
+  udevadm settle 2>/dev/null; sleep 1
+  metrics_idle "$dev" "$url"
+  m1=$MET_TEXT k1=$MET_STAT
   metrics_check "metrics (after fio)" "$m1"
   if ((rc != 0)) || [[ -z $jw || -z $jr ]]; then
     notok "metrics: fio ran" "exit $rc" "$(tail -n 5 "$W/met.fio.err")"
@@ -84,13 +106,21 @@ run_metrics() {
     local ww rr
     ww=$(( $(metrics_sum "$m1" vduse_blk_requests_total "type=\"write\"") - $(metrics_sum "$m0" vduse_blk_requests_total "type=\"write\"") ))
     rr=$(( $(metrics_sum "$m1" vduse_blk_requests_total "type=\"read\"") - $(metrics_sum "$m0" vduse_blk_requests_total "type=\"read\"") ))
-    # Direct I/O, so written bytes are fio's exactly; reads may include the kernel's
-    # own (partition probing): at most 1 MiB more. Requests: the block layer may merge.
+    # The guest kernel's own counters for the disk (/sys/block/vdX/stat: reads, read
+    # sectors, writes, written sectors) saw exactly the requests the device served.
+    local kr kw ks_r ks_w
+    read -r kr ks_r kw ks_w <<<"$(paste <(tr ' ' '\n' <<<"$k1") <(tr ' ' '\n' <<<"$k0") | awk '{printf "%d ", $1 - $2}')"
+    [[ $rr == "$kr" && $ww == "$kw" && $fr == $((ks_r / 2)) && $fw == $((ks_w / 2)) ]] \
+      && ok "metrics: counters equal the guest kernel's for the disk (read $rr req/$fr KiB, write $ww req/$fw KiB)" \
+      || notok "metrics: counters equal the guest kernel's for the disk" "exporter: read $rr req/$fr KiB, write $ww req/$fw KiB" \
+                 "kernel: read $kr req/$((ks_r / 2)) KiB, write $kw req/$((ks_w / 2)) KiB"
+    # Direct I/O: written bytes are fio's exactly. Reads also carry udev's probing
+    # after fio's close (blkid): at least fio's, at most 8 MiB more.
     [[ $fw == "$jw" ]] && ok "metrics: written bytes = fio's (${fw} KiB)" \
       || notok "metrics: written bytes = fio's" "exporter ${fw} KiB, fio ${jw} KiB"
-    ((fr >= jr && fr <= jr + 1024)) && ok "metrics: read bytes match fio's (${fr} KiB, fio ${jr} KiB)" \
-      || notok "metrics: read bytes match fio's" "exporter ${fr} KiB, fio ${jr} KiB"
-    ((ww <= 2 * ios && ww >= ios && rr >= ios && rr <= 2 * ios + 256)) \
+    ((fr >= jr && fr <= jr + 8192)) && ok "metrics: read bytes cover fio's (${fr} KiB, fio ${jr} KiB)" \
+      || notok "metrics: read bytes cover fio's" "exporter ${fr} KiB, fio ${jr} KiB"
+    ((ww <= 2 * ios && ww >= ios && rr >= ios && rr <= 2 * ios + 512)) \
       && ok "metrics: request counters match fio's I/Os (write $ww, read $rr; fio issued $((2 * ios)) each)" \
       || notok "metrics: request counters match fio's I/Os" "write $ww, read $rr; fio issued $((2 * ios)) each"
   fi
