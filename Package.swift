@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // Prometheus text exposition (the `--metrics` exporter only; pulls in swift-metrics' CoreMetrics).
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ],
     targets: [
         // ---- C shims: one function per call, -errno on failure, _GNU_SOURCE only inside them ----------
@@ -73,11 +75,17 @@ let package = Package(
             "VDUSEDevice", "BlockEngine", "VirtioBlk", "BlockBackends", "VirtioCore",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The `--metrics` exporter: per-queue counters and backend statistics copied into a
+        // Prometheus registry on scrape, served by a small HTTP/1.x responder on its own thread.
+        .target(name: "MetricsExporter", dependencies: [
+            "BlockEngine", "BlockBackends", "SystemSupport", "CSys",
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         // Driver side of split rings in ordinary memory, for tests, benchmarks and fuzzers.
         .target(name: "VirtioDriverSim", dependencies: ["VirtioCore", "VirtioBlk", "SystemSupport", "CSys"]),
         .executableTarget(name: "vduse-blk", dependencies: [
             "VDUSEBlk", "VDUSEDevice", "BlockBackends", "StandardBackends", "VirtioBlk", "ImageOverlay", "ZstdImage",
-            "RemoteImage", "SystemSupport", "BlockEngine",
+            "RemoteImage", "SystemSupport", "MetricsExporter", "BlockEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -90,8 +98,10 @@ let package = Package(
         ]),
         // One copy of what the backend tests share: temp directories, aligned buffers, byte
         // patterns and a seeded RNG, file helpers, a QueueBackend driver, and the backend
-        // conformance suite every backend's test case runs.
-        .target(name: "TestSupport", dependencies: ["BlockBackends", "SystemSupport"], path: "Tests/TestSupport"),
+        // conformance suite every backend's test case runs; a backend failing on demand and a log capture.
+        .target(name: "TestSupport", dependencies: [
+            "BlockBackends", "SystemSupport", .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/TestSupport"),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioBlk", "VirtioDriverSim", "BlockBackends", "SystemSupport"]),
         .testTarget(name: "BlockBackendsTests", dependencies: ["BlockBackends", "SystemSupport", "CSys", "TestSupport"]),
         .testTarget(name: "ZstdImageTests", dependencies: [
@@ -102,7 +112,13 @@ let package = Package(
         ]),
         .testTarget(name: "BlockEngineTests", dependencies: [
             "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim", "VDUSEDevice", "VDUSEBlk",
-            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys", "CMallocCounter",
+            "ZstdImage", "ImageOverlay", "SystemSupport", "CSys", "CMallocCounter", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The exporter: scraped over real TCP, text parsed; hostile HTTP clients.
+        .testTarget(name: "MetricsExporterTests", dependencies: [
+            "MetricsExporter", "BlockEngine", "BlockBackends", "VirtioBlk", "VirtioCore", "VirtioDriverSim",
+            "SystemSupport", "TestSupport",
         ]),
         // The command line's validation (hostile arguments get a usage error, not a trap).
         .testTarget(name: "CLITests", dependencies: [

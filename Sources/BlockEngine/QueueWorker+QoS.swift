@@ -34,7 +34,7 @@ extension QueueWorker {
         if let limiter = qosRef, !qosAdmit(limiter, slot) { return false }
         qosHeld = nil
         started += 1
-        if dispatch(slot: slot, tag: UInt32(head)) { prepared += 1 } else { complete(head: head, slot: slot, result: 0, queue: &q) }
+        if dispatch(slot: slot, tag: UInt32(head)) { prepared += 1 } else { complete(head: head, slot: slot, result: 0, queue: &q, now: QueueCounters.now()) }
         return true
     }
 
@@ -49,7 +49,7 @@ extension QueueWorker {
         case .write(_, _, _, let bytes): qos?.force(write: true, bytes: bytes)
         default: break
         }
-        if dispatch(slot: slot, tag: UInt32(head)) { backend.submit() } else { complete(head: head, slot: slot, result: 0, queue: &q) }
+        if dispatch(slot: slot, tag: UInt32(head)) { backend.submit() } else { complete(head: head, slot: slot, result: 0, queue: &q, now: QueueCounters.now()) }
         queue = q
     }
 

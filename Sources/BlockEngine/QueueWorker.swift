@@ -29,10 +29,13 @@ public struct QueueWorkerConfig: Sendable {
     public var nextSeq: UInt64
     /// The device's QoS limits, shared by all its queues (nil: never limited).
     public var qos: QoSLimiter?
+    /// Counters to continue (the queue's across resets); nil: the worker makes its own.
+    public var counters: QueueCounters?
 
     public init(queueIndex: Int, addresses: QueueAddresses, features: UInt64, startAvail: UInt16 = 0,
                 pollMicros: Int = 0, ringWait: Bool = false, log: InflightQueueLog? = nil,
-                resubmit: [UInt16] = [], nextSeq: UInt64 = 1, qos: QoSLimiter? = nil) {
+                resubmit: [UInt16] = [], nextSeq: UInt64 = 1, qos: QoSLimiter? = nil,
+                counters: QueueCounters? = nil) {
         self.queueIndex = queueIndex
         self.addresses = addresses
         self.features = features
@@ -43,6 +46,7 @@ public struct QueueWorkerConfig: Sendable {
         self.resubmit = resubmit
         self.nextSeq = max(nextSeq, 1)
         self.qos = qos
+        self.counters = counters
     }
 }
 
@@ -85,8 +89,6 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     var crashAfterPublishSteps = -1
     /// Set once the crash hook fired.
     var dead = false
-    /// Requests completed, for statistics (read racily by the control side).
-    public private(set) var completedRequests = 0
     // ---- QoS (QueueWorker+QoS.swift) ----
     /// The device's limiter (nil: never limited).
     let qos: QoSLimiter?
@@ -98,6 +100,11 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     /// How long the held request still waits (ns), from the limiter's last answer.
     var qosWaitNanos: UInt64 = 0
     // ---- end QoS ----
+    /// This queue's request counters and service-time histogram (written
+    /// only by this worker's thread; read by the statistics side).
+    public let counters: QueueCounters
+    /// Requests completed, for statistics (from `counters`; any thread).
+    public var completedRequests: Int { Int(counters.completed) }
 
     public init(config: QueueWorkerConfig, memory: Memory, backend: any QueueBackend,
                 parameters: BlkDeviceParameters, sink: any InterruptSink, kickFD: Int32,
@@ -124,6 +131,9 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         qos = config.qos
         qosRef = config.qos.map { Unmanaged.passUnretained($0) }
         qos?.attach(control)
+        counters = config.counters ?? QueueCounters(queueIndex: config.queueIndex)
+        counters.setInFlight(0)
+        counters.setBroken(false)
     }
 
     deinit {
@@ -148,6 +158,7 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         if let error { logger.error("queue \(config.queueIndex): \(error); device needs reset") }
         broken = true
         control.broken.store(true, ordering: .releasing)
+        counters.setBroken(true)
     }
 
     // MARK: - the loop
@@ -265,13 +276,14 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
     /// or a request the parser refused).
     @inline(__always)
     func prepare(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, queue q: inout SplitQueue,
-                 limited: Bool = false) throws(QueueError) -> Bool {
+                 now: UInt64, limited: Bool = false) throws(QueueError) -> Bool {
+        slot.pointee.startNanos = now
         try DescriptorChainWalker.walk(head: head, table: q.descriptorTable, queueSize: q.size,
                                        memory: memory, indirectAllowed: indirect, into: &slot.pointee.segments)
         slot.pointee.request = parser.parse(&slot.pointee.segments)
         if limited, let qosRef, !qosAdmit(qosRef, slot) { qosHeld = head; return false }  // QoS: held, not completed
         if dispatch(slot: slot, tag: UInt32(head)) { return true }
-        complete(head: head, slot: slot, result: 0, queue: &q)
+        complete(head: head, slot: slot, result: 0, queue: &q, now: now)
         return false
     }
 
@@ -280,9 +292,12 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         guard var q = queue else { return 0 }
         var consumed = 0
         var prepared = 0
+        // One clock read per consumed batch: its requests' service time starts here.
+        var now: UInt64 = 0
         defer { queue = q }
         do throws(QueueError) {
             if !pendingResubmit.isEmpty {
+                now = QueueCounters.now()
                 // Heads a previous daemon consumed (still flagged in the log, in
                 // submission order): the same requests again, before new ones.
                 let heads = pendingResubmit
@@ -292,13 +307,14 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                     consumed += 1
                     let slot = slots.slots + Int(head)
                     guard !slot.pointee.busy else { throw .headInFlight(head) }
-                    if try prepare(head: head, slot: slot, queue: &q) { prepared += 1 }
+                    if try prepare(head: head, slot: slot, queue: &q, now: now) { prepared += 1 }
                 }
             }
             // QoS: a held request starts first; while one is held nothing more is consumed.
             while qosReleaseHeld(queue: &q, prepared: &prepared, started: &consumed), qosHeld == nil {
                 let pending = try q.pendingCount()
                 if pending == 0 { break }
+                if now == 0 { now = QueueCounters.now() }
                 for _ in 0..<pending {
                     let head = try q.popHead()
                     consumed += 1
@@ -308,14 +324,17 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                         log.markInflight(head: head, seq: seq)
                         seq &+= 1
                     }
-                    if try prepare(head: head, slot: slot, queue: &q, limited: qosRef != nil) { prepared += 1 } else if qosHeld != nil { break }
+                    if try prepare(head: head, slot: slot, queue: &q, now: now, limited: qosRef != nil) { prepared += 1 } else if qosHeld != nil { break }
                 }
             }
         } catch {
             markBroken(error)
         }
         if prepared > 0 { backend.submit() }
-        if consumed > 0 { control.availIndex.store(UInt32(q.lastAvailIdx), ordering: .releasing) }
+        if consumed > 0 {
+            control.availIndex.store(UInt32(q.lastAvailIdx), ordering: .releasing)
+            counters.setInFlight(inFlight)
+        }
         return consumed
     }
 
@@ -343,27 +362,41 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
         return true
     }
 
-    /// Writes the status byte and the used element for a finished request.
-    func complete(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, result: Int32, queue q: inout SplitQueue) {
+    /// Writes the status byte and the used element for a finished request and
+    /// counts it (`now`: the clock of the batch completing it).
+    func complete(head: UInt16, slot: UnsafeMutablePointer<RequestSlot>, result: Int32, queue q: inout SplitQueue,
+                  now: UInt64) {
         let request = slot.pointee.request
         var status = BlkStatus.ok
         var written = request.writtenOnSuccess
+        let kind: RequestKind
         switch request.operation {
         case .fail(let s):
             status = s
             written = request.status == nil ? 0 : 1
-        case .read(_, _, _, let bytes), .write(_, _, _, let bytes):
-            if bytes > 0 && Int64(result) != Int64(bytes) { status = BlkStatus.ioError }
-        default:
-            if result < 0 { status = BlkStatus.ioError }
+            kind = s == BlkStatus.unsupported ? .unsupported : .refused
+        case .read(_, _, _, let bytes):
+            kind = .read
+            if bytes > 0 && Int64(result) != Int64(bytes) { status = BlkStatus.ioError } else { counters.recordBytes(read: bytes, written: 0) }
+        case .write(_, _, _, let bytes):
+            kind = .write
+            if bytes > 0 && Int64(result) != Int64(bytes) { status = BlkStatus.ioError } else { counters.recordBytes(read: 0, written: bytes) }
+        case .flush: kind = .flush
+        case .discard: kind = .discard
+        case .writeZeroes: kind = .writeZeroes
+        case .getID: kind = .getID
         }
+        if result < 0 { status = BlkStatus.ioError }
+        if status == BlkStatus.ioError, kind.rawValue <= RequestKind.writeZeroes.rawValue {
+            counters.recordFailure(kind, result: Int64(result))
+        }
+        counters.recordCompletion(kind, nanos: now &- slot.pointee.startNanos)
         if let p = request.status { p.pointee = status } else { written = 0 }
         q.addUsed(head: head, length: written)
         if log != nil, unpublishedCount < Int(q.size) {
             unpublished[unpublishedCount] = head
             unpublishedCount += 1
         }
-        completedRequests &+= 1
     }
 
     /// Collects finished backend ops and completes their requests.
@@ -373,9 +406,12 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
             return 0
         }
         var total = 0
+        // One clock read per reaped batch: the end of its requests' service time.
+        var now: UInt64 = 0
         while true {
             let n = backend.reap(into: completions)
             if n == 0 { break }
+            if now == 0 { now = QueueCounters.now() }
             for i in 0..<n {
                 let c = completions[i]
                 let head = UInt16(truncatingIfNeeded: c.tag)
@@ -384,11 +420,12 @@ public final class QueueWorker<Memory: GuestMemory>: @unchecked Sendable {
                 guard slot.pointee.busy else { continue }
                 slot.pointee.busy = false
                 inFlight -= 1
-                complete(head: head, slot: slot, result: c.result, queue: &q)
+                complete(head: head, slot: slot, result: c.result, queue: &q, now: now)
             }
             total += n
             if n < completions.count { break }
         }
+        if total > 0 { counters.setInFlight(inFlight) }
         queue = q
         return total
     }

@@ -7,6 +7,8 @@ struct RequestSlot {
     var segments: ChainSegments
     var request: BlkRequest
     var busy: Bool
+    /// When the batch that consumed this head started (monotonic ns).
+    var startNanos: UInt64 = 0
 }
 
 /// Per-queue table of request slots indexed by head descriptor index (a head

@@ -88,6 +88,8 @@ public final class VDUSEBlockDevice {
 
     /// The device's QoS limits (`QoSLimiter.set` changes them live, for every queue at once).
     public var qos: QoSLimiter { model.qos }
+    /// Request counters of every queue since the device was made (index = queue).
+    public var queueCounters: [QueueCounters] { model.queueCounters }
 
     /// The block device node's name under /dev (`vda`) once bound to virtio_vdpa.
     public var blockDeviceName: String? { VdpaTool.blockDevice(name: name) }

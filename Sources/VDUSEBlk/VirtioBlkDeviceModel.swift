@@ -7,7 +7,8 @@ import VirtioBlk
 /// The virtio-blk device type for the VDUSE layer: device id 2, the feature
 /// set and config space `BlkDeviceParameters` describe, and one
 /// `BlkQueueService` per queue with its own handle from the backend factory.
-/// Owns the parameters, the factory and the queue workers' settings.
+/// Owns the parameters, the factory, the queue workers' settings and each
+/// queue's counters (read by statistics and metrics, never reset).
 public final class VirtioBlkDeviceModel: VirtioDeviceModel {
     /// `VIRTIO_ID_BLOCK`.
     public static let virtioBlockDeviceID: UInt32 = 2
@@ -20,6 +21,8 @@ public final class VirtioBlkDeviceModel: VirtioDeviceModel {
     public let ringWait: Bool
     /// The device's QoS limits, shared by every queue's worker (unlimited until set).
     public let qos: QoSLimiter
+    /// Request counters of every queue (index = queue), kept across resets.
+    public let queueCounters: [QueueCounters]
     let logger: Logger
 
     public init(parameters: BlkDeviceParameters, backend: any BlockBackendFactory, pollMicros: Int = 0,
@@ -30,6 +33,7 @@ public final class VirtioBlkDeviceModel: VirtioDeviceModel {
         self.pollMicros = pollMicros
         self.ringWait = ringWait
         self.logger = logger
+        queueCounters = (0..<Int(parameters.numQueues)).map { QueueCounters(queueIndex: $0) }
     }
 
     public var deviceID: UInt32 { Self.virtioBlockDeviceID }
@@ -43,6 +47,6 @@ public final class VirtioBlkDeviceModel: VirtioDeviceModel {
     /// (`depth`: the largest ring); backend errors fail the device creation.
     public func makeQueueService(index: Int) throws -> any VirtqueueService {
         let handle = try backend.makeQueueBackend(queueIndex: index, depth: Int(parameters.queueSize))
-        return BlkQueueService(backend: handle, model: self)
+        return BlkQueueService(backend: handle, model: self, counters: index < queueCounters.count ? queueCounters[index] : QueueCounters(queueIndex: index))
     }
 }

@@ -2,6 +2,8 @@ import ArgumentParser
 import BlockBackends
 import Glibc
 import Logging
+import BlockEngine
+import MetricsExporter
 import RemoteImage
 import StandardBackends
 import VDUSEBlk
@@ -79,6 +81,9 @@ struct CreateCommand: ParsableCommand {
     @OptionGroup(title: "QoS limits")
     var qos: QoSOptions
 
+    @Option(help: "Serve Prometheus metrics at http://ADDRESS/metrics (IP:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9101).")
+    var metrics: String?
+
     func validate() throws {
         try validateDeviceName(name)
         if let q = queues, !(1...16).contains(q) { throw ValidationError("--queues must be 1-16") }
@@ -96,6 +101,9 @@ struct CreateCommand: ParsableCommand {
         guard bounce == "kernel" || bounce == "user" else { throw ValidationError("--bounce must be kernel or user") }
         guard (0...1_000_000).contains(pollMicros) else { throw ValidationError("--poll-us must be 0-1000000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        if let m = metrics, MetricsAddress(m) == nil {
+            throw ValidationError("--metrics must be IP:PORT or [IPv6]:PORT with a numeric address (e.g. 127.0.0.1:9101)")
+        }
     }
 
     func run() throws {
@@ -122,6 +130,8 @@ struct CreateCommand: ParsableCommand {
         // Fail on a missing VDUSE before touching (or creating) the image.
         do { _ = try VDUSEControl() } catch { throw CLIFailure(message: error.description) }
         try refuseIfServedElsewhere()
+        // Bound before the device exists: a taken port fails here, touching nothing.
+        let exporter = try bindMetricsExporter()
 
         let factory: any BlockBackendFactory
         let parameters: BlkDeviceParameters
@@ -171,11 +181,17 @@ struct CreateCommand: ParsableCommand {
                 throw CLIFailure(message: error.description)
             }
         }
-        let publisher = factory.statistics() == nil ? nil : StatsPublisher(source: factory, name: name)
-        publisher?.start()
+        let served = ServedFlag()
+        let publisher = StatsPublisher(source: factory, name: name, failures: QueueFailureReporter(
+            device: name, queues: device.queueCounters, logger: logger))
+        publisher.start()
         let controlServer = startControlServer(device: device, factory: factory, logger: logger)
+        startMetricsExporter(exporter, device: device, factory: factory, served: served, logger: logger)
         let sig = signals.wait()
+        served.set(false)
         controlServer?.stop()
+        // Its port is free before the device is handed over or destroyed: the next daemon binds it.
+        exporter?.stop()
         if sig == SIGUSR2 {
             logger.info("SIGUSR2: draining and handing \(name) over; start the new daemon with the same options")
             device.handOver()
@@ -183,7 +199,7 @@ struct CreateCommand: ParsableCommand {
             logger.info("signal \(sig): shutting down")
             device.shutdown()
         }
-        publisher?.stop()
+        publisher.stop()
         factory.shutdown()
     }
 }

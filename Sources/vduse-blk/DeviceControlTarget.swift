@@ -32,7 +32,20 @@ final class DeviceControlTarget: ControlTarget {
         } else {
             fields["backend"] = NSNull()
         }
+        fields["queues"] = device.queueCounters.map { Self.queueStats($0.snapshot(), index: $0.queueIndex) }
         return fields
+    }
+
+    /// One queue's counters as the `stats` reply carries them (docs/control-socket.md).
+    static func queueStats(_ s: QueueCountersSnapshot, index: Int) -> [String: Any] {
+        var requests: [String: Any] = [:], failures: [String: Any] = [:]
+        for k in RequestKind.allCases {
+            requests[k.label] = s.requests[k.rawValue]
+            if RequestKind.backendKinds.contains(k) { failures[k.label] = s.failures[k.rawValue] }
+        }
+        return ["queue": index, "requests": requests, "failures": failures, "read_bytes": s.bytesRead,
+                "written_bytes": s.bytesWritten, "in_flight": s.inFlight,
+                "service_time_avg_us": s.completed == 0 ? 0 : s.serviceNanos / s.completed / 1000]
     }
 
     func info() -> [String: Any] {

@@ -35,6 +35,16 @@ struct StatsCommand: ParsableCommand {
             for case let row as [Any] in reply["backend"] as? [Any] ?? [] where row.count == 2 {
                 print("\(row[0]) \(row[1])")
             }
+            for case let q as [String: Any] in reply["queues"] as? [Any] ?? [] {
+                let i = q["queue"] as? Int ?? 0
+                let total = (q["requests"] as? [String: Any] ?? [:]).values.reduce(0) { $0 + ($1 as? UInt64 ?? 0) }
+                let failed = (q["failures"] as? [String: Any] ?? [:]).values.reduce(0) { $0 + ($1 as? UInt64 ?? 0) }
+                print("queue\(i)_requests \(total)")
+                print("queue\(i)_failed \(failed)")
+                for key in ["read_bytes", "written_bytes", "in_flight", "service_time_avg_us"] {
+                    print("queue\(i)_\(key) \(q[key] as? UInt64 ?? 0)")
+                }
+            }
             return
         } catch .noDaemon {
             // No daemon answers: fall back to the last published stats file.

@@ -1,4 +1,5 @@
 import BlockBackends
+import BlockEngine
 import Glibc
 import SystemSupport
 
@@ -30,18 +31,22 @@ enum StatsFile {
     static func remove(name: String) { unlink(path(for: name)) }
 }
 
-/// A thread publishing a backend's statistics every second until stopped.
-/// Owns the thread and the monitor guarding `stopping`.
+/// A thread that, every second until stopped, publishes a backend's
+/// statistics (when it keeps any) and logs the queues' new backing-store
+/// failures (at most one line per queue per second, `QueueFailureReporter`).
+/// Owns the thread, the reporter and the monitor guarding `stopping`.
 final class StatsPublisher: @unchecked Sendable {
     private let source: any BlockBackendFactory
     private let name: String
+    private let failures: QueueFailureReporter?
     private var stopping = false
     private let monitor = Monitor()
     private var thread: NamedThread?
 
-    init(source: any BlockBackendFactory, name: String) {
+    init(source: any BlockBackendFactory, name: String, failures: QueueFailureReporter? = nil) {
         self.source = source
         self.name = name
+        self.failures = failures
     }
 
     func start() {
@@ -55,14 +60,19 @@ final class StatsPublisher: @unchecked Sendable {
         }
         thread?.join()
         thread = nil
-        StatsFile.write(source.statistics() ?? [], name: name)
+        tick()
+    }
+
+    private func tick() {
+        if let rows = source.statistics() { StatsFile.write(rows, name: name) }
+        failures?.report()
     }
 
     private func run() {
         monitor.lock()
         while !stopping {
             monitor.unlock()
-            StatsFile.write(source.statistics() ?? [], name: name)
+            tick()
             monitor.lock()
             if !stopping { monitor.wait(nanoseconds: 1_000_000_000) }
         }
