@@ -106,7 +106,9 @@ let package = Package(
         ]),
         // The command line's validation (hostile arguments get a usage error, not a trap).
         .testTarget(name: "CLITests", dependencies: [
-            "vduse-blk", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "vduse-blk", "BlockBackends", "StandardBackends",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // ---- Fuzzing (issue 7; see Fuzz/README.md) -------------------------------------------------
         // Harnesses and invariants; fuzz-* are libFuzzer binaries when built by scripts/fuzz.sh and

@@ -1,5 +1,6 @@
 import BlockBackends
 import BlockEngine
+import Logging
 import VDUSEDevice
 import VirtioCore
 
@@ -27,7 +28,7 @@ final class BlkQueueService: VirtqueueService {
                                       pollMicros: model.pollMicros, ringWait: model.ringWait,
                                       log: queue.log, resubmit: queue.resubmit, nextSeq: queue.nextSeq),
             memory: memory, backend: backend, parameters: model.parameters, sink: queue.interruptSink,
-            kickFD: queue.kickFD, logger: model.logger)
+            kickFD: queue.kickFD, logger: model.logger.forQueue(queue.queueIndex))
         worker = w
         control = w.control
         w.start()

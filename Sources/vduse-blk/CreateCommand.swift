@@ -69,6 +69,9 @@ struct CreateCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("log-format"), help: "text (default) or json (one object per line, for collectors).")
+    var logFormat: LogFormat = .text
+
     func validate() throws {
         try validateDeviceName(name)
         if let q = queues, !(1...16).contains(q) { throw ValidationError("--queues must be 1-16") }
@@ -90,12 +93,8 @@ struct CreateCommand: ParsableCommand {
 
     func run() throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
-        let logger = Logger(label: "vduse-blk")
+        logFormat.bootstrap(level: level)
+        let logger = Logger(label: "vduse-blk").forDevice(name)
         do {
             try serve(logger: logger)
         } catch let e as CLIFailure {
