@@ -111,6 +111,7 @@ struct CreateCommand: ParsableCommand {
         // Fail on a missing VDUSE before touching (or creating) the image.
         do { _ = try VDUSEControl() } catch { throw CLIFailure(message: error.description) }
         try refuseIfServedElsewhere()
+        try checkBackendOfExistingDevice(logger: logger)
 
         let factory: any BlockBackendFactory
         let parameters: BlkDeviceParameters
