@@ -125,6 +125,7 @@ let package = Package(
         .executableTarget(name: "fuzz-zstd", dependencies: ["FuzzHarness"]),
         .executableTarget(name: "fuzz-remote", dependencies: ["FuzzHarness"]),
         .executableTarget(name: "fuzz-overlay", dependencies: ["FuzzHarness"]),
+        .executableTarget(name: "fuzz-crash", dependencies: ["FuzzHarness"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: [
             "FuzzHarness", "BlockBackends", "ImageOverlay", "ZstdImage", "RemoteImage", "SystemSupport",
         ]),
