@@ -122,7 +122,9 @@ let package = Package(
         ]),
         // The command line's validation (hostile arguments get a usage error, not a trap).
         .testTarget(name: "CLITests", dependencies: [
-            "vduse-blk", "BlockEngine", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "vduse-blk", "BlockEngine", "BlockBackends", "StandardBackends",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // ---- Fuzzing (issue 7; see Fuzz/README.md) -------------------------------------------------
         // Harnesses and invariants; fuzz-* are libFuzzer binaries when built by scripts/fuzz.sh and
@@ -139,6 +141,7 @@ let package = Package(
         .executableTarget(name: "fuzz-zstd", dependencies: ["FuzzHarness"]),
         .executableTarget(name: "fuzz-remote", dependencies: ["FuzzHarness"]),
         .executableTarget(name: "fuzz-overlay", dependencies: ["FuzzHarness"]),
+        .executableTarget(name: "fuzz-crash", dependencies: ["FuzzHarness"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: [
             "FuzzHarness", "BlockBackends", "ImageOverlay", "ZstdImage", "RemoteImage", "SystemSupport",
         ]),

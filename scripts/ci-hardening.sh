@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ci-hardening.sh - hostile-input hardening for CI (issue 7):
-#   1. every libFuzzer target (queue, control, parse, zstd, remote, overlay) for FUZZ_SECONDS
+#   1. every libFuzzer target (queue, control, parse, zstd, remote, overlay, crash) for FUZZ_SECONDS
 #      (default 45) each (scripts/fuzz.sh --all);
 #   2. the unit tests under AddressSanitizer (swift test --sanitize=address);
 #   3. the engine, controller, fuzz-regression and remote-backend tests under ThreadSanitizer
@@ -10,7 +10,8 @@
 # (a QEMU guest busy beside it): 524 s in all - fuzz build 88 s + 4 x 45 s,
 # ASan 142 s (build + 125 tests), TSan 104 s (build + 33 tests). TSAN_FILTER=.
 # runs every test under TSan too (+~50 s; all clean when measured). The remote
-# and overlay fuzz targets, added since, add 2 x FUZZ_SECONDS. Sanitizer
+# and overlay fuzz targets, added since, add 2 x FUZZ_SECONDS, the crash target
+# (issue 14) one more. Sanitizer
 # builds use their own scratch paths (.build-asan, .build-tsan, .build-fuzz)
 # so they never disturb .build.
 # Env: FUZZ_SECONDS, ASAN_FILTER (default: all tests), TSAN_FILTER

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(queue control parse zstd remote overlay)
+TARGETS=(queue control parse zstd remote overlay crash)
 SCRATCH=${FUZZ_SCRATCH:-.build-fuzz}
 NICE=${FUZZ_NICE:-10}
 

@@ -34,6 +34,13 @@ public protocol BackendProvider: Sendable {
     var kinds: [String] { get }
     /// Opens the backend `spec` describes (`spec.kind` is one of `kinds`).
     func open(_ spec: BackendSpec, options: BackendOpenOptions) throws(BackendError) -> any BlockBackendFactory
+    /// What data `spec` names (files by resolved path, device and inode),
+    /// found without opening or creating anything. Default: the spec text.
+    func identity(of spec: BackendSpec) throws(BackendError) -> BackendIdentity
+}
+
+extension BackendProvider {
+    public func identity(of spec: BackendSpec) throws(BackendError) -> BackendIdentity { BackendIdentity(spec: spec) }
 }
 
 /// The one entry point that opens any backend from a `--backend` spec: it
@@ -62,5 +69,14 @@ public struct BackendCatalog: Sendable {
             throw .invalidSpec("unknown backend '\(spec.kind)' (known: \(kinds.joined(separator: ", ")))")
         }
         return try provider.open(spec, options: options)
+    }
+
+    /// What data the backend `text` names (see `BackendIdentity`); opens nothing.
+    public func identity(of text: String) throws(BackendError) -> BackendIdentity {
+        let spec = try BackendSpec.parse(text)
+        guard let provider = provider(for: spec.kind) else {
+            throw .invalidSpec("unknown backend '\(spec.kind)' (known: \(kinds.joined(separator: ", ")))")
+        }
+        return try provider.identity(of: spec)
     }
 }

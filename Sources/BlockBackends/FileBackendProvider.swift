@@ -12,6 +12,10 @@ public struct FileBackendProvider: BackendProvider {
         return arguments
     }
 
+    public func identity(of spec: BackendSpec) throws(BackendError) -> BackendIdentity {
+        BackendIdentity(kind: spec.kind, sources: [BackendIdentity.file(role: "image", path: try Self.path(of: spec.arguments))])
+    }
+
     public func open(_ spec: BackendSpec, options: BackendOpenOptions) throws(BackendError) -> any BlockBackendFactory {
         try FileBackendFactory(path: Self.path(of: spec.arguments), size: options.size, readOnly: options.readOnly,
                                direct: options.direct, engine: options.engine)

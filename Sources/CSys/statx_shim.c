@@ -27,3 +27,17 @@ int vb_io_statx_dio_align(int fd, uint32_t *mem_align, uint32_t *offset_align) {
     }
     return 0;
 }
+
+int vb_statx_birth(const char *path, int64_t *sec, uint32_t *nsec) {
+    struct statx stx;
+    memset(&stx, 0, sizeof(stx));
+    if (syscall(SYS_statx, AT_FDCWD, path, 0, STATX_BTIME, &stx) < 0) return -errno;
+    if (stx.stx_mask & STATX_BTIME) {
+        *sec = stx.stx_btime.tv_sec;
+        *nsec = stx.stx_btime.tv_nsec;
+    } else {
+        *sec = 0;
+        *nsec = 0;
+    }
+    return 0;
+}

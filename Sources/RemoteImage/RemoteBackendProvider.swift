@@ -40,6 +40,16 @@ public struct RemoteBackendProvider: BackendProvider {
 
     public var kinds: [String] { ["http", "https", "s3"] }
 
+    /// The URL and, when given, the overlay (caches and tuning options do not change the data).
+    public func identity(of spec: BackendSpec) throws(BackendError) -> BackendIdentity {
+        let parsed = try RemoteBackendSpec.parse(kind: spec.kind, spec.arguments)
+        var sources = [BackendIdentity.Source(role: "url", location: parsed.url)]
+        if let overlay = parsed.options.compactMap({ BackendSpec.value(of: $0, key: "overlay") }).last {
+            sources.append(BackendIdentity.file(role: "overlay", path: overlay))
+        }
+        return BackendIdentity(kind: "remote", sources: sources)  // the URL carries the scheme
+    }
+
     public func open(_ spec: BackendSpec, options: BackendOpenOptions) throws(BackendError) -> any BlockBackendFactory {
         var parsed = try RemoteBackendSpec.parse(kind: spec.kind, spec.arguments)
         if options.size != nil { throw .invalidSpec("--size does not apply to remote images") }

@@ -1,5 +1,6 @@
 import BlockBackends
 import BlockEngine
+import Logging
 import VDUSEDevice
 import VirtioCore
 
@@ -30,7 +31,7 @@ final class BlkQueueService: VirtqueueService {
                                       log: queue.log, resubmit: queue.resubmit, nextSeq: queue.nextSeq,
                                       qos: model.qos, counters: counters),
             memory: memory, backend: backend, parameters: model.parameters, sink: queue.interruptSink,
-            kickFD: queue.kickFD, logger: model.logger)
+            kickFD: queue.kickFD, logger: model.logger.forQueue(queue.queueIndex))
         worker = w
         control = w.control
         w.start()

@@ -172,7 +172,8 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                     if let r = try log.queue(i).recover(queueIndex: UInt16(i), addresses: info.addresses,
                                                         memory: memory) {
                         recovered[i] = r
-                        logger.info("queue \(i): resuming at avail \(r.startAvail), used \(r.usedIdx), \(r.resubmit.count) request(s) to resubmit, \(r.reconciled) found already returned")
+                        // The text keeps "queue N:" (scripts/guest-suite.d/13-reconnect.sh quotes the line).
+                        logger.forQueue(i).info("queue \(i): resuming at avail \(r.startAvail), used \(r.usedIdx), \(r.resubmit.count) request(s) to resubmit, \(r.reconciled) found already returned")
                     }
                 } catch {
                     throw .attach("cannot adopt: \(error)")
@@ -187,7 +188,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                 guard info.ready else { continue }
                 let size = info.addresses.size
                 guard size > 0, size & (size - 1) == 0, size <= maxSize else {
-                    logger.error("queue \(i): driver chose size \(size) (max \(maxSize)); not started")
+                    logger.forQueue(i).error("driver chose size \(size) (max \(maxSize)); not started")
                     continue
                 }
                 try transport.attachKickFD(queue: i, fd: st.kickFD)
@@ -218,8 +219,9 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
                     memory: memory)
                 st.memory = memory
                 st.running = true
+                logger.forQueue(i).debug("started: size \(size), avail \(startAvail)\(resubmit.isEmpty ? "" : ", \(resubmit.count) to resubmit")")
             } catch {
-                logger.error("queue \(i): cannot start: \(error)")
+                logger.forQueue(i).error("cannot start: \(error)")
             }
         }
         logger.info("\(runningQueues) queue(s) running")
@@ -254,6 +256,7 @@ public final class DeviceController<Transport: DeviceTransport>: @unchecked Send
     public func stopQueues() {
         for (i, st) in queues.enumerated() where st.running {
             st.lastAvail = st.service.stop()
+            logger.forQueue(i).debug("stopped at avail \(st.lastAvail)")
             transport.detachKickFD(queue: i)
             if let m = st.memory { transport.invalidate(m, start: 0, last: .max) }
             st.running = false

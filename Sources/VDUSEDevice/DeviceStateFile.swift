@@ -19,6 +19,10 @@ public final class DeviceStateDirectory {
 
     public static func path(for name: String) -> String { "\(runDirectory)/\(name)" }
 
+    /// `backend`: what data the device serves (a `BackendIdentity` record
+    /// written by `create`, checked when a daemon adopts the device).
+    public var backendRecordPath: String { "\(path)/backend" }
+
     /// Takes the device's lock (creating the directory). Throws `.attach("...
     /// in use by pid N")` while another live process holds it.
     public init(name: String) throws(VDUSEError) {
@@ -57,6 +61,7 @@ public final class DeviceStateDirectory {
     /// Removes the log and the lock (after VDUSE_DESTROY_DEV succeeded).
     public func remove() {
         unlink("\(path)/inflight")
+        unlink(backendRecordPath)
         unlink("\(path)/lock")
         rmdir(path)
     }

@@ -51,6 +51,14 @@ public struct ZstdBackendProvider: BackendProvider {
 
     public var kinds: [String] { ["zstd"] }
 
+    /// The image and, when given, the overlay.
+    public func identity(of spec: BackendSpec) throws(BackendError) -> BackendIdentity {
+        let parsed = try ZstdBackendSpec.parse(spec.arguments)
+        var sources = [BackendIdentity.file(role: "image", path: parsed.image)]
+        if let overlay = parsed.overlay { sources.append(BackendIdentity.file(role: "overlay", path: overlay)) }
+        return BackendIdentity(kind: spec.kind, sources: sources)
+    }
+
     public func open(_ spec: BackendSpec, options: BackendOpenOptions) throws(BackendError) -> any BlockBackendFactory {
         let parsed = try ZstdBackendSpec.parse(spec.arguments)
         if options.size != nil { throw .invalidSpec("--size does not apply to zstd images") }

@@ -39,8 +39,12 @@ extension CreateCommand {
                 }
                 throw error
             }
+            do throws(CLIFailure) { try recordBackend(in: state) } catch {
+                logger.warning("\(error.message)")
+            }
             return true
         }
+        do throws(CLIFailure) { try recordBackend(in: state) } catch { throw .attach(error.message) }
         device.stateDirectory = state
         device.inflightLog = try InflightLogFile(path: logPath, queueCount: queues, maxQueueSize: maxSize,
                                                  identity: device.identity, fresh: true)

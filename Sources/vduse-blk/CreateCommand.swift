@@ -83,6 +83,8 @@ struct CreateCommand: ParsableCommand {
 
     @Option(help: "Serve Prometheus metrics at http://ADDRESS/metrics (IP:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9101).")
     var metrics: String?
+    @Option(name: .customLong("log-format"), help: "text (default) or json (one object per line, for collectors).")
+    var logFormat: LogFormat = .text
 
     func validate() throws {
         try validateDeviceName(name)
@@ -108,12 +110,8 @@ struct CreateCommand: ParsableCommand {
 
     func run() throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
-        let logger = Logger(label: "vduse-blk")
+        logFormat.bootstrap(level: level)
+        let logger = Logger(label: "vduse-blk").forDevice(name)
         do {
             try serve(logger: logger)
         } catch let e as CLIFailure {
@@ -130,6 +128,7 @@ struct CreateCommand: ParsableCommand {
         // Fail on a missing VDUSE before touching (or creating) the image.
         do { _ = try VDUSEControl() } catch { throw CLIFailure(message: error.description) }
         try refuseIfServedElsewhere()
+        try checkBackendOfExistingDevice(logger: logger)
         // Bound before the device exists: a taken port fails here, touching nothing.
         let exporter = try bindMetricsExporter()
 

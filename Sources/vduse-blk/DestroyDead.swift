@@ -67,6 +67,7 @@ enum DeadDeviceDestroyer {
             }
         }
         unlink("\(state)/inflight")
+        unlink("\(state)/backend")
         unlink("\(state)/lock")
         rmdir(state)
         progress("\(name): destroyed after \(elapsed(t0))")

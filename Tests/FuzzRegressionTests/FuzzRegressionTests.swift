@@ -36,6 +36,7 @@ final class FuzzRegressionTests: XCTestCase {
     func testZstdCorpusAndFindings() { replay("zstd", ZstdImageFuzzer.run) }
     func testRemoteCorpusAndFindings() { replay("remote", RemoteFuzzer.run) }
     func testOverlayCorpusAndFindings() { replay("overlay", OverlayFuzzer.run) }
+    func testCrashCorpusAndFindings() { replay("crash", CrashFuzzer.run, minimum: 8) }
 
     // MARK: findings, spelled out
 

@@ -51,6 +51,10 @@ int vb_io_blk_logical_block_size(int fd, uint32_t *bytes);
 /* statx(STATX_DIOALIGN): 0 with the alignments (0 when the file system does not
  * report them), or -errno. */
 int vb_io_statx_dio_align(int fd, uint32_t *mem_align, uint32_t *offset_align);
+/* statx(STATX_BTIME) of PATH (following links): 0 with the birth time (0, 0 when
+ * the file system keeps none), or -errno. Tells a file from a later one that
+ * reused its inode number. */
+int vb_statx_birth(const char *path, int64_t *sec, uint32_t *nsec);
 
 /* An open-file-description lock on the whole file (F_OFD_SETLK, never
  * waits): exclusive (write) or shared (read). Held until the description's
