@@ -178,11 +178,13 @@ dev_sectors() {  # vdX: "ios sectors" (reads + writes) so far
   echo "$((s[0] + s[4])) $((s[2] + s[6]))"
 }
 
-run_job() {  # FS LABEL DEV ROUND JOBSPEC [PID]: fio's JSON and the CPU record go to $RAWDIR
-  local fs=$1 label=$2 dev=$3 round=$4 name=${5%%:*} args=${5#*:} pid=${6:-}
+run_job() {  # FS LABEL DEV ROUND JOBSPEC [PID [DEVICE]]: fio's JSON and the CPU record go to $RAWDIR
+  local fs=$1 label=$2 dev=$3 round=$4 name=${5%%:*} args=${5#*:} pid=${6:-} devname=${7:-}
   local out=$RAWDIR/${fs}__${label}__${name}__r$round.json c0=0 c1=0 d0 d1 t0 t1 i0 s0 i1 s1 o0 o1 n1
   [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
   o0=$(others_ticks "$pid")
+  # vduse-blk's own counters (service time per request inside the daemon) around the job
+  [[ -n $devname && ${DKIND[$devname]:-} == vduse-blk ]] && "$BIN" stats "$devname" --json >"${out%.json}.svc0" 2>/dev/null
   d0=$(dev_sectors "$dev"); t0=$(date +%s%N)
   # shellcheck disable=SC2086
   FIO_TIMEOUT=$((RUNTIME + 60)) fio_dev "$dev" --name="$name" --ioengine=io_uring --time_based \
@@ -190,6 +192,7 @@ run_job() {  # FS LABEL DEV ROUND JOBSPEC [PID]: fio's JSON and the CPU record g
       --output-format=json --output="$out" 2>"$W/fio.err" \
     || { echo "fio $name on $label ($fs) failed: $(cat "$W/fio.err")" >&2; rm -f "$out"; return; }
   t1=$(date +%s%N); d1=$(dev_sectors "$dev")
+  [[ -e ${out%.json}.svc0 ]] && "$BIN" stats "$devname" --json >"${out%.json}.svc1" 2>/dev/null
   [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
   read -r n1 o1 <<<"$(others_ticks "$pid")"; read -r _ o0 <<<"$o0"
   local bs=4096; [[ $args == *--bs=1M* ]] && bs=1048576
@@ -267,7 +270,7 @@ for fs in "${FSES[@]}"; do
     for spec in "${JOBS[@]}"; do
       for impl in "${order[@]}"; do
         [[ -z ${LJOBS[$impl]:-} || " ${LJOBS[$impl]} " == *" ${spec%%:*} "* ]] || continue
-        run_job "$fs" "$impl" "${DEVS[$impl]}" "$round" "$spec" "${DPID[${DNAME[$impl]}]}"
+        run_job "$fs" "$impl" "${DEVS[$impl]}" "$round" "$spec" "${DPID[${DNAME[$impl]}]}" "${DNAME[$impl]}"
       done
     done
   done

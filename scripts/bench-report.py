@@ -26,6 +26,37 @@ import sys
 from collections import defaultdict
 
 
+def device_service_time(before, after):
+    """vduse-blk's own service time over one job (its `stats --json` before
+    and after): mean, and p99 as the upper bound of the histogram bucket
+    holding the 99th percentile (us); None when either snapshot is missing."""
+    try:
+        a, b = json.load(open(before)), json.load(open(after))
+    except (OSError, ValueError):
+        return None
+    qa = {q["queue"]: q for q in a.get("queues", [])}
+    n = total = 0
+    buckets = None
+    bounds = []
+    for q in b.get("queues", []):
+        p = qa.get(q["queue"], {})
+        n += q.get("completed", 0) - p.get("completed", 0)
+        total += q.get("service_time_sum_ns", 0) - p.get("service_time_sum_ns", 0)
+        cur, old = q.get("service_time_buckets", []), p.get("service_time_buckets", [])
+        bounds = q.get("service_time_bounds_us", bounds)
+        d = [c - (old[i] if i < len(old) else 0) for i, c in enumerate(cur)]
+        buckets = d if buckets is None else [x + y for x, y in zip(buckets, d)]
+    if n <= 0 or not buckets:
+        return None
+    seen, p99 = 0, float("inf")
+    for i, c in enumerate(buckets):
+        seen += c
+        if seen >= 0.99 * n:
+            p99 = bounds[i] if i < len(bounds) else float("inf")
+            break
+    return total / n / 1000, p99
+
+
 def collect(rawdir, out):
     rows = []
     for path in sorted(glob.glob(os.path.join(rawdir, "*.json"))):
@@ -54,6 +85,9 @@ def collect(rawdir, out):
             if reqs > 0 and impl != "null_blk":
                 row["cpu_us_per_req"] = c["cpu_ticks"] / c["clk_tck"] * 1e6 / reqs
                 row["cpu_util"] = c["cpu_ticks"] / c["clk_tck"] / (c["wall_ns"] / 1e9)
+        svc = device_service_time(path[:-5] + ".svc0", path[:-5] + ".svc1")
+        if svc:
+            row["svc_mean_us"], row["svc_p99_us"] = svc
         rows.append(row)
     if not rows:
         sys.exit(1)
@@ -99,9 +133,9 @@ def report(rows, dat=None, callgrind=None, markdown=False, pairs=False):
         return ({"vduse": 0, "qsd": 2}.get(kind, 1), configs.index(config_of(i)) if config_of(i) in configs else 99, i)
 
     sep = " | " if markdown else "  "
-    head = ["fs", "job", "impl", "IOPS", "MiB/s", "clat mean us", "clat p99 us", "CPU us/req",
+    head = ["fs", "job", "impl", "IOPS", "MiB/s", "clat mean us", "clat p99 us", "svc mean us", "svc p99<= us", "CPU us/req",
             "x qsd (min-max)", "CPU x qsd", "x baseline (min-max)", "n"]
-    widths = [5, 19, 18, 8, 8, 12, 11, 10, 17, 9, 20, 2]
+    widths = [5, 19, 18, 8, 8, 12, 11, 11, 12, 10, 17, 9, 20, 2]
     out = []
 
     def line(cols):
@@ -143,9 +177,10 @@ def report(rows, dat=None, callgrind=None, markdown=False, pairs=False):
                         targets.append((cfg, job, rr, cr))
                 line([fs, job, impl, fmt(med([r["iops"] for r in rs]), ".0f"), fmt(med([r["mib_s"] for r in rs]), ".1f"),
                       fmt(med([r["mean_us"] for r in rs]), ".0f"), fmt(med([r["p99_us"] for r in rs]), ".0f"),
+                      fmt(med([r.get("svc_mean_us") for r in rs]), ".0f"), fmt(med([r.get("svc_p99_us") for r in rs]), ".0f"),
                       fmt(med([r.get("cpu_us_per_req") for r in rs]), ".1f"), ratio, cpu_ratio, base, len(rs)])
     if pairs:
-        out = ["| fs | job | vduse-blk: IOPS (MiB/s), CPU/req, clat mean / p99 | qemu-storage-daemon: same | "
+        out = ["| fs | job | vduse-blk: IOPS (MiB/s), CPU/req, clat mean / p99 (mean service time inside the daemon) | qemu-storage-daemon: same | "
                "IOPS ratio, median (min-max) | CPU/req ratio | " + ("vduse / baseline (min-max) | baseline / qsd | " if baselines else "")
                + "null_blk | rounds |",
                "|" + "---|" * (8 + (2 if baselines else 0))]
@@ -165,8 +200,10 @@ def report(rows, dat=None, callgrind=None, markdown=False, pairs=False):
                             return "-"
                         bw = f" ({med([r['mib_s'] for r in rs]):.0f} MiB/s)" if m == "mib_s" else ""
                         cpu = med([r.get("cpu_us_per_req") for r in rs])
+                        svc = med([r.get("svc_mean_us") for r in rs])
+                        svc = f" (in the daemon: {svc / 1000:.2f} ms)" if svc is not None else ""
                         return (f"{med([r['iops'] for r in rs]):.0f}{bw}, {fmt(cpu, '.0f')} us, "
-                                f"{med([r['mean_us'] for r in rs]) / 1000:.1f} / {med([r['p99_us'] for r in rs]) / 1000:.0f} ms")
+                                f"{med([r['mean_us'] for r in rs]) / 1000:.1f} / {med([r['p99_us'] for r in rs]) / 1000:.0f} ms{svc}")
 
                     def rat(a, b, key):
                         rr = ratios(fs, job, a, b, key)

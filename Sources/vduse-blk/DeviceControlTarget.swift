@@ -45,7 +45,12 @@ final class DeviceControlTarget: ControlTarget {
         }
         return ["queue": index, "requests": requests, "failures": failures, "read_bytes": s.bytesRead,
                 "written_bytes": s.bytesWritten, "in_flight": s.inFlight,
-                "service_time_avg_us": s.completed == 0 ? 0 : s.serviceNanos / s.completed / 1000]
+                "service_time_avg_us": s.completed == 0 ? 0 : s.serviceNanos / s.completed / 1000,
+                "completed": s.completed, "service_time_sum_ns": s.serviceNanos,
+                // Non-cumulative counts; bucket i holds service times up to
+                // service_time_bounds_us[i], the last one the rest.
+                "service_time_buckets": s.buckets,
+                "service_time_bounds_us": QueueCounters.bucketBoundsNanos.map { $0 / 1000 }]
     }
 
     func info() -> [String: Any] {
