@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "ZstdImage", dependencies: ["CZstd", "BlockBackends", "ImageOverlay", "SystemSupport"]),
         // Remote images (HTTP/S3): range fetcher, S3 signing, memory + disk chunk cache, the remote backend.
         .target(name: "RemoteImage", dependencies: [
-            "CRemote", "BlockBackends", "ImageOverlay", "ZstdImage", "SystemSupport",
+            "CRemote", "CSys", "BlockBackends", "ImageOverlay", "ZstdImage", "SystemSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The one entry point that opens any backend this package ships from a spec.

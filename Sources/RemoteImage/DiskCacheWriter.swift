@@ -70,7 +70,8 @@ final class DiskCacheWriter: @unchecked Sendable {
             if !queued.isEmpty {
                 let chunk = queued.removeFirst()
                 monitor.unlock()
-                let written = memory.withChunk(chunk) { disk.store(chunk, from: $0) }
+                // Eviction (fsync, metadata, punch) must not run under a memory shard lock.
+                let written = disk.makeRoom() && memory.withChunk(chunk) { disk.store(chunk, from: $0) }
                 if !written { RemoteStats.bump(stats.diskWritesSkipped) }
                 persist(force: false)
                 monitor.lock()

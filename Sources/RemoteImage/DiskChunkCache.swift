@@ -13,9 +13,13 @@ import ZstdImage
 /// identity matches; reset when the remote object changed. A chunk is marked
 /// present on disk only after its data was fdatasync'd, and its hash is
 /// checked on every read, so a crash or a damaged file costs a refetch,
-/// never wrong data. Owns both files (the data file is flock'ed); the
-/// bitmap and hashes are guarded by one mutex (touched once per chunk, not
-/// per request).
+/// never wrong data. With a budget (`cache-size=`) the data file never
+/// holds more chunks than the budget allows: least recently used chunks are
+/// evicted in batches (`DiskCacheBudget`), each marked absent in durable
+/// metadata before its blocks are punched out, so a restart never takes a
+/// punched chunk for a present one (eviction: DiskChunkCacheEviction.swift).
+/// Owns both files (the data file is flock'ed); the bitmap, hashes and LRU
+/// list are guarded by one mutex (touched once per chunk, not per request).
 @_spi(Fuzzing) public final class DiskChunkCache: @unchecked Sendable {
     @_spi(Fuzzing) public struct Identity: Equatable {
         var objectSize: UInt64
@@ -34,29 +38,51 @@ import ZstdImage
     let metaPath: String
     let identity: Identity
     let chunkCount: Int
-    private let dataFD: Int32
+    let dataFD: Int32
     /// What open() found: "reused N chunks", "new", or why the old cache was reset.
     let openNote: String
+    /// Bytes the data file may hold (nil: unbounded).
+    let budgetBytes: UInt64?
+    let logger: Logger
 
-    private struct State {
+    struct State {
         var present: [UInt64]
         var hashes: [UInt64]
         /// Chunks written but not yet durable: bits set in `present` at the next persist.
         var pending: [(Int, UInt64)] = []
         var lastPersist: Double = 0
         var presentCount = 0
+        /// Bounded cache only: the watermarks and the LRU list of present chunks.
+        var budget: DiskCacheBudget?
+        /// Bounded cache only: absent chunks whose blocks may still hold data
+        /// (forgotten, or an eviction whose punch failed); punched after the
+        /// next metadata write.
+        var stale: [Int] = []
+        /// Chunks evicted (punched out) since open.
+        var evicted: UInt64 = 0
+
+        /// Chunks whose blocks the data file may hold (an upper bound).
+        var allocated: Int { presentCount + pending.count + stale.count }
     }
-    private let state: Guarded<State>
-    private let persistLock = Guarded<Void>(())
+    let state: Guarded<State>
+    let persistLock = Guarded<Void>(())
 
     static let magic: [UInt8] = Array("VBRCACH1".utf8)
     static let maxValidator = 1024
 
-    init(directory: String, key: String, identity: Identity, logger: Logger) throws(RemoteError) {
+    /// Opens (or creates) the cache of one object under `directory`;
+    /// `budgetBytes` bounds the data file (at least two chunks).
+    init(directory: String, key: String, identity: Identity, budgetBytes: UInt64? = nil,
+         logger: Logger) throws(RemoteError) {
         guard identity.validator.utf8.count <= Self.maxValidator else { throw .cache("object validator too long") }
         guard identity.chunkSize > 0, identity.objectSize / UInt64(identity.chunkSize) < 1 << 28 else {
             throw .cache("\(identity.objectSize) bytes in chunks of \(identity.chunkSize) is too many chunks")
         }
+        if let budgetBytes, budgetBytes / UInt64(identity.chunkSize) < 2 {
+            throw .cache("a budget of \(budgetBytes) bytes holds fewer than 2 chunks of \(identity.chunkSize)")
+        }
+        self.budgetBytes = budgetBytes
+        self.logger = logger
         try Self.makeDirectories(directory)
         let dataPath = "\(directory)/\(key).data"
         self.dataPath = dataPath
@@ -95,17 +121,39 @@ import ZstdImage
             close(fd)
             throw .system(what: "ftruncate \(dataPath)", errno: e)
         }
-        state = Guarded(st)
-        if case .failure = Self.loadMeta(metaPath, identity: identity, chunkCount: chunkCount) {
-            do throws(RemoteError) { try persist(force: true) } catch {
+        if let budgetBytes {
+            var budget = DiskCacheBudget(budgetBytes: budgetBytes, chunkSize: identity.chunkSize, chunkCount: chunkCount)
+            // Recency is not persisted: after a restart, lower chunks go first.
+            for chunk in 0..<chunkCount where st.present[chunk >> 6] & (1 << UInt64(chunk & 63)) != 0 {
+                budget.touch(chunk)
+            }
+            st.budget = budget
+            // Chunks written but never marked present (a crash), or marked absent
+            // but not punched yet: free their blocks before counting on the budget.
+            do throws(RemoteError) { try Self.punchAbsent(fd, present: st.present, chunkCount: chunkCount,
+                                                           chunkSize: identity.chunkSize, path: dataPath) } catch {
                 close(fd)
                 throw error
             }
         }
+        state = Guarded(st)
+        do throws(RemoteError) {
+            if case .failure = Self.loadMeta(metaPath, identity: identity, chunkCount: chunkCount) {
+                try persist(force: true)
+            }
+            // The budget shrank since the last run: evict down to it now.
+            if let high = st.budget?.highChunks, st.presentCount >= high { try commit(force: true, evict: true) }
+        } catch {
+            close(fd)
+            throw error
+        }
     }
 
+    /// Set by tests: the next close skips the final persist, like a crash.
+    var abandoned = false
+
     deinit {
-        try? persist(force: true)
+        if !abandoned { try? persist(force: true) }
         close(dataFD)
     }
 
@@ -126,7 +174,9 @@ import ZstdImage
     func read(_ chunk: Int, into buffer: UnsafeMutableRawPointer) -> Bool {
         guard chunk >= 0 && chunk < chunkCount else { return false }
         let expected: UInt64? = state.withLock { s in
-            s.present[chunk >> 6] & (1 << UInt64(chunk & 63)) != 0 ? s.hashes[chunk] : nil
+            guard s.present[chunk >> 6] & (1 << UInt64(chunk & 63)) != 0 else { return nil }
+            s.budget?.touch(chunk)
+            return s.hashes[chunk]
         }
         guard let expected else { return false }
         let length = chunkLength(chunk)
@@ -140,10 +190,14 @@ import ZstdImage
     }
 
     /// Stores a fetched chunk; it becomes present after the next persist.
+    /// A bounded cache first makes room for it (and skips it when it cannot).
+    /// One writer at a time (the disk writer thread).
     func store(_ chunk: Int, from buffer: UnsafeRawPointer) {
-        guard chunk >= 0 && chunk < chunkCount else { return }
+        guard chunk >= 0 && chunk < chunkCount, makeRoom() else { return }
         let length = chunkLength(chunk)
         let offset = UInt64(chunk) * UInt64(identity.chunkSize)
+        // Overwritten now: a pending punch of its old blocks would destroy the new data.
+        if budgetBytes != nil { state.withLock { s in s.stale.removeAll { $0 == chunk } } }
         // Disk full or an I/O error: the chunk just stays uncached on disk.
         guard PositionalIO.writeFully(dataFD, buffer, count: length, at: offset) == length else { return }
         let hash = XXH64.hash(UnsafeRawBufferPointer(start: buffer, count: length))
@@ -156,36 +210,17 @@ import ZstdImage
             if s.present[chunk >> 6] & bit != 0 {
                 s.present[chunk >> 6] &= ~bit
                 s.presentCount -= 1
+                if s.budget != nil {
+                    s.budget!.remove(chunk)
+                    s.stale.append(chunk)
+                }
             }
         }
     }
 
     /// Makes pending chunks durable and records them (at most once a second unless forced).
     func persist(force: Bool = false) throws(RemoteError) {
-        try persistLock.withLock { _ throws(RemoteError) in
-            let now = monotonicSeconds()
-            let due: Bool = state.withLock { s in force || (!s.pending.isEmpty && now - s.lastPersist >= 1) }
-            guard due else { return }
-            let taken = state.withLock { s in
-                let p = s.pending
-                s.pending.removeAll(keepingCapacity: true)
-                s.lastPersist = now
-                return p
-            }
-            if !taken.isEmpty, fdatasync(dataFD) != 0 {
-                throw .system(what: "fdatasync \(dataPath)", errno: errno)
-            }
-            let image: [UInt8] = state.withLock { s in
-                for (chunk, hash) in taken {
-                    let bit: UInt64 = 1 << UInt64(chunk & 63)
-                    if s.present[chunk >> 6] & bit == 0 { s.presentCount += 1 }
-                    s.present[chunk >> 6] |= bit
-                    s.hashes[chunk] = hash
-                }
-                return Self.encodeMeta(identity: identity, present: s.present, hashes: s.hashes)
-            }
-            try Self.writeAtomically(image, to: metaPath)
-        }
+        try commit(force: force, evict: false)
     }
 
     // MARK: metadata file

@@ -29,7 +29,9 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
         var parts = ["\(endpoint.displayName) (\(isCompressed ? "zstd" : "raw"), \(humanBytes(object.size)))"]
         parts.append(options.overlayPath.map { "overlay \($0)" } ?? "ro")
         parts.append("chunks \(humanBytes(UInt64(options.chunkSize))), memory \(humanBytes(options.memoryBytes))")
-        parts.append(options.cacheDirectory.map { "disk cache in \($0)" } ?? "no disk cache")
+        parts.append(options.cacheDirectory.map { dir in
+            "disk cache in \(dir)" + (options.cacheSizeBytes.map { " (at most \(humanBytes($0)))" } ?? "")
+        } ?? "no disk cache")
         return parts.joined(separator: ", ")
     }
 
@@ -59,7 +61,8 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             let key = String(sha256Hex(Array("\(endpoint.url)|\(options.chunkSize)".utf8)).prefix(32))
             disk = try DiskChunkCache(directory: dir, key: key,
                                       identity: .init(objectSize: object.size, chunkSize: options.chunkSize,
-                                                      validator: object.validator), logger: logger)
+                                                      validator: object.validator),
+                                      budgetBytes: options.cacheSizeBytes, logger: logger)
             notes.append(disk!.openNote)
         }
         let stats = RemoteStats()
@@ -199,6 +202,9 @@ extension RemoteBackendFactory {
         rows.append(("chunk_bytes", UInt64(store.chunkSize)))
         rows.append(("chunks_total", UInt64(store.chunkCount)))
         rows.append(("chunks_on_disk", UInt64(store.disk?.presentChunks ?? 0)))
+        rows.append(("chunks_evicted_disk", store.disk?.evictedChunks ?? 0))
+        rows.append(("disk_cache_allocated_bytes", store.disk?.allocatedBytes ?? 0))
+        rows.append(("disk_cache_budget_bytes", store.disk?.budgetBytes ?? 0))
         rows.append(("chunks_in_memory", UInt64(store.memory.statistics().held)))
         rows.append(("overlay_sectors", overlay?.allocatedSectors ?? 0))
         return rows

@@ -23,6 +23,9 @@ public struct RemoteOptions: Sendable, Equatable {
     public var memoryBytes: UInt64 = 256 << 20
     /// Directory of the disk tier (nil: no disk tier).
     public var cacheDirectory: String? = RemoteOptions.defaultCacheDirectory
+    /// Bytes the disk tier's data file may hold (nil: as large as the object).
+    /// Least recently used chunks are punched out past it.
+    public var cacheSizeBytes: UInt64?
     /// Writes go here (nil: read-only device).
     public var overlayPath: String?
     /// Parallel keep-alive connections to the server.
@@ -57,7 +60,7 @@ public struct RemoteOptions: Sendable, Equatable {
     public init(url: String) { self.url = url }
 
     public static let knownOptions = [
-        "format=auto|raw|zstd", "chunk=SIZE", "memory=SIZE", "cache-dir=PATH|none", "overlay=PATH",
+        "format=auto|raw|zstd", "chunk=SIZE", "memory=SIZE", "cache-dir=PATH|none", "cache-size=SIZE", "overlay=PATH",
         "connections=N", "fetch-threads=N", "readahead=CHUNKS", "prefetch=RATE", "timeout=SECONDS", "attempts=N",
         "connect-timeout=SECONDS", "stall=SECONDS", "style=path|virtual", "endpoint=URL", "region=NAME", "cafile=PATH",
     ]
@@ -74,7 +77,18 @@ public struct RemoteOptions: Sendable, Equatable {
             guard seen.insert(key).inserted else { throw .invalidSpec("remote option '\(key)' given twice") }
             try o.apply(key: key, value: value)
         }
+        try o.checkCombination()
         return o
+    }
+
+    /// Checks what only the options together decide.
+    func checkCombination() throws(BackendError) {
+        if let size = cacheSizeBytes {
+            guard cacheDirectory != nil else { throw .invalidSpec("cache-size needs a disk cache (cache-dir is none)") }
+            guard size / UInt64(chunkSize) >= 4 else {
+                throw .invalidSpec("cache-size must hold at least 4 chunks (\(humanBytes(4 * UInt64(chunkSize))) with chunk=\(humanBytes(UInt64(chunkSize))))")
+            }
+        }
     }
 
     mutating func apply(key: String, value: String) throws(BackendError) {
@@ -93,6 +107,8 @@ public struct RemoteOptions: Sendable, Equatable {
         case "cache-dir":
             guard !value.isEmpty else { throw .invalidSpec("cache-dir needs a path (or none)") }
             cacheDirectory = value == "none" ? nil : value
+        case "cache-size":
+            cacheSizeBytes = try ByteSize.parse(value)
         case "overlay":
             guard !value.isEmpty else { throw .invalidSpec("overlay needs a path") }
             overlayPath = value
