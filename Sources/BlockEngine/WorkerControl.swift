@@ -19,6 +19,9 @@ public final class WorkerControl: Sendable {
     let exited = DispatchSemaphore(value: 0)
     let availIndex = Atomic<UInt32>(0)
     let broken = Atomic<Bool>(false)
+    /// How many times the queue thread went to sleep in poll() (written by
+    /// the queue thread only; for tests and diagnostics).
+    public let sleeps = Atomic<Int>(0)
     /// The queue thread (a `pthread_t`; 0 before it started or once joined).
     let thread = Atomic<UInt>(0)
 

@@ -146,8 +146,11 @@ func monotonicNanos() -> UInt64 {
 func run(_ s: Scenario, seconds: Double) throws -> Result {
     var capacity: UInt64 = 256 << 20
     let factory: any BlockBackendFactory
-    let path = "/dev/shm/vduse-engine-bench.img"
-    let overlayPath = "/dev/shm/vduse-engine-bench.overlay"
+    // ENGINE_BENCH_DIR: where the image lives (default tmpfs; a disk file
+    // system takes io_uring's real path instead of the inline copy).
+    let dir = getenv("ENGINE_BENCH_DIR").map { String(cString: $0) } ?? "/dev/shm"
+    let path = "\(dir)/vduse-engine-bench.img"
+    let overlayPath = "\(dir)/vduse-engine-bench.overlay"
     if s.backend == "null" {
         factory = try NullBackendFactory(capacityBytes: capacity)
     } else if s.backend == "zstd-ovl" {
@@ -275,6 +278,7 @@ while let a = args.popFirst() {
     case "--limit-iops": qosIOPS = UInt64(args.popFirst() ?? "") ?? 0
     default:
         print("usage: engine-bench [--seconds S] [--json FILE] [--only SUBSTRING] [--inflight-log off|on|both] [--rounds N] [--limit-iops N]")
+        print("  env ENGINE_BENCH_DIR: directory of the bench image (default /dev/shm, tmpfs)")
         print("  --limit-iops N: every scenario under one QoS limit of N requests/s shared by its queues")
         print("                  (0: a limiter with no limit, as in the daemon; default: no limiter)")
         print("  --inflight-log both: each scenario without and with the in-flight log, alternating, --rounds times")
