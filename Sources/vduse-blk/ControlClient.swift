@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Glibc
 
@@ -71,6 +72,27 @@ enum ControlClient {
     }
 
     /// The reply's message when it is an error reply (`ok` false), else nil.
+    /// A command-line request: sends `request` to NAME's daemon and returns
+    /// its successful reply; a missing daemon, a broken socket or an error
+    /// reply is printed as one line and ends the command with status 1.
+    static func commandRequest(name: String, _ request: [String: Any], timeoutMillis: Int32 = 10_000) throws -> [String: Any] {
+        let reply: [String: Any]
+        do {
+            reply = try self.request(name: name, request, timeoutMillis: timeoutMillis)
+        } catch {
+            switch error {
+            case .noDaemon: printError("no running daemon for \(name) (nothing answers on \(ControlSocketPath.path(for: name)))")
+            case .broken(let why): printError("\(name): control socket: \(why)")
+            }
+            throw ExitCode.failure
+        }
+        if let message = errorMessage(reply) {
+            printError("\(name): \(message)")
+            throw ExitCode.failure
+        }
+        return reply
+    }
+
     static func errorMessage(_ reply: [String: Any]) -> String? {
         if (reply["ok"] as? Bool) == true { return nil }
         return (reply["message"] as? String) ?? (reply["error"] as? String) ?? "the daemon refused"

@@ -33,20 +33,8 @@ struct ResizeCommand: ParsableCommand {
     func run() throws {
         let bytes = (try? ByteSize.parse(size)) ?? 0
         let reply: [String: Any]
-        do {
-            reply = try ControlClient.request(name: name, ["cmd": "resize", "size": bytes, "shrink": shrink],
+        reply = try ControlClient.commandRequest(name: name, ["cmd": "resize", "size": bytes, "shrink": shrink],
                                               timeoutMillis: 60_000)
-        } catch {
-            switch error {
-            case .noDaemon: printError("no running daemon for \(name) (nothing answers on \(ControlSocketPath.path(for: name)))")
-            case .broken(let why): printError("\(name): control socket: \(why)")
-            }
-            throw ExitCode.failure
-        }
-        if let message = ControlClient.errorMessage(reply) {
-            printError("\(name): \(message)")
-            throw ExitCode.failure
-        }
         if json {
             print(ControlClient.jsonLine(reply))
             return

@@ -30,19 +30,7 @@ struct SetCommand: ParsableCommand {
             if let key = QoSWire.keys.first(where: { $0.name == name })?.json { limits[key] = value }
         }
         let reply: [String: Any]
-        do {
-            reply = try ControlClient.request(name: name, ["cmd": "set", "limits": limits])
-        } catch {
-            switch error {
-            case .noDaemon: printError("no running daemon for \(name) (nothing answers on \(ControlSocketPath.path(for: name)))")
-            case .broken(let why): printError("\(name): control socket: \(why)")
-            }
-            throw ExitCode.failure
-        }
-        if let message = ControlClient.errorMessage(reply) {
-            printError("\(name): \(message)")
-            throw ExitCode.failure
-        }
+        reply = try ControlClient.commandRequest(name: name, ["cmd": "set", "limits": limits])
         if json {
             print(ControlClient.jsonLine(reply))
             return
