@@ -21,7 +21,7 @@
 #   E2E_FIO_SIZE       per-job fio size (default 16M); E2E_FIO_RUNTIME cap (90 s)
 #   E2E_ONLY           space-separated sections to run (default: all): basic bs4k
 #                      fio readonly zstd remote bounce host manual destroy example startup
-#                      reconnect resize control metrics qos remote-cache
+#                      reconnect resize control metrics qos remote-cache trace
 #   E2E_DEV_TIMEOUT    seconds to wait for a device to appear (default 30)
 #   E2E_KEEP=1         keep the guest's /dev/shm work dir (only useful with --in-guest)
 #   and run-in-guest.sh's VDUSE_VM_* (VDUSE_VM_TIMEOUT defaults to 2700 s).
@@ -50,7 +50,7 @@ case $PEER in vduse-blk|qsd) ;; *) echo "VDUSE_SUITE_PEER must be vduse-blk or q
 source "$HERE/lib/report.sh"
 # shellcheck source=scripts/guest-suite.d/08-host.sh
 source "$SECTIONS/08-host.sh"     # host_verify
-ALL=" ${E2E_ONLY:-basic bs4k fio readonly zstd remote bounce host manual destroy example startup reconnect resize control metrics qos remote-cache} "
+ALL=" ${E2E_ONLY:-basic bs4k fio readonly zstd remote bounce host manual destroy example startup reconnect resize control metrics qos remote-cache trace} "
 want() { [[ $ALL == *" $1 "* ]]; }
 
 # ================================ host side ======================================

@@ -14,15 +14,22 @@ public struct BackendOpenOptions: Sendable {
     /// Remote images: warm the whole image in the background at this rate
     /// (a size per second, e.g. "64M"); nil: no background warm-up.
     public var prefetchRate: String?
+    /// Remote images: record the guest's chunk access order to this file (`--record-trace`).
+    public var recordTrace: String?
+    /// Remote images: replay a recorded access order at start (`--prefetch-trace`).
+    public var prefetchTrace: String?
     public var logger: Logger
 
     public init(size: UInt64? = nil, readOnly: Bool = false, direct: Bool = false, engine: FileEngine = .uring,
-                prefetchRate: String? = nil, logger: Logger = Logger(label: "vduse-blk")) {
+                prefetchRate: String? = nil, recordTrace: String? = nil, prefetchTrace: String? = nil,
+                logger: Logger = Logger(label: "vduse-blk")) {
         self.size = size
         self.readOnly = readOnly
         self.direct = direct
         self.engine = engine
         self.prefetchRate = prefetchRate
+        self.recordTrace = recordTrace
+        self.prefetchTrace = prefetchTrace
         self.logger = logger
     }
 }

@@ -196,4 +196,15 @@ public enum RemoteFuzzer {
             fuzzCheck(again == bytes, "re-encoding a decoded metadata file changed its bytes")
         }
     }
+
+    // MARK: access traces
+
+    static func accessTrace(_ bytes: [UInt8]) {
+        guard let trace = try? AccessTrace.parse(bytes) else { return }
+        let count = Int((trace.objectSize + UInt64(trace.chunkSize) - 1) / UInt64(trace.chunkSize))
+        fuzzCheck(trace.chunks.allSatisfy { $0 >= 0 && $0 < count }, "a chunk index past \(count)")
+        fuzzCheck(Set(trace.chunks).count == trace.chunks.count, "a chunk listed twice")
+        let again = try? AccessTrace.parse(Array(trace.encoded().utf8))
+        fuzzCheck(again == trace || trace.validator.contains("\r"), "re-encoded trace parses differently")
+    }
 }

@@ -24,6 +24,10 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
     let zstdImage: SeekableImage?
     let zstdCache: ChunkCache?
     private var prefetcher: RemotePrefetcher?
+    private var tracePrefetcher: TracePrefetcher?
+    /// `record-trace=`: the guest's access order, written at shutdown.
+    let recorder: TraceRecorder?
+    var traceWritten = false
 
     public var summary: String {
         var parts = ["\(endpoint.displayName) (\(isCompressed ? "zstd" : "raw"), \(humanBytes(object.size)))"]
@@ -120,6 +124,19 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             store.stopFetchers()
             throw .image("\(error)")
         }
+        let units = zstdImage?.chunkCount ?? store.chunkCount
+        recorder = options.recordTracePath.map { TraceRecorder(path: $0, unitCount: units) }
+        if let path = options.prefetchTracePath {
+            switch Self.loadTrace(path: path, object: object, chunkSize: options.chunkSize) {
+            case .success(let trace):
+                notes.append("prefetch-trace: replaying \(trace.chunks.count) chunks recorded in \(path)")
+                tracePrefetcher = TracePrefetcher(store: store, chunks: trace.chunks, connections: options.connections,
+                                                  logger: logger)
+                tracePrefetcher?.start()
+            case .failure(let why):
+                notes.append("prefetch-trace: not replayed: \(why)")
+            }
+        }
         noteLines = notes
         if let rate = options.prefetchBytesPerSecond {
             prefetcher = RemotePrefetcher(store: store, bytesPerSecond: rate, logger: logger)
@@ -131,8 +148,11 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
 
     /// Stops the prefetcher and the fetcher, makes the disk cache durable.
     public func shutdown() {
+        tracePrefetcher?.stop()
+        tracePrefetcher = nil
         prefetcher?.stop()
         prefetcher = nil
+        writeTrace()
         store.stopFetchers()
         store.persist()
         if overlay?.abandoned.load(ordering: .relaxed) != true { _ = overlay?.flush() }
@@ -159,12 +179,20 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
         }
         do {
             let reader = try RemoteBaseReader(store: store, zstdImage: zstdImage, zstdCache: zstdCache,
-                                              slot: queueIndex, readahead: options.readaheadChunks)
+                                              slot: queueIndex, readahead: readaheadWindow, recorder: recorder)
             return RemoteQueueBackend(base: reader, overlay: overlay, capacityBytes: geometry.capacityBytes,
                                       depth: depth, parkTimeout: options.requestTimeoutSeconds * 2 + 1)
         } catch {
             throw BackendError(kind: .remote, context: "remote queue \(queueIndex)", source: error)
         }
+    }
+
+    /// Readahead for one queue: from `readahead=` chunks up to `readahead-max=`,
+    /// never more than half the memory tier (chunks read ahead wait there).
+    var readaheadWindow: ReadaheadWindow {
+        let memoryChunks = Int(min(options.memoryBytes / UInt64(options.chunkSize), 1 << 20))
+        let maximum = min(max(options.readaheadChunks, options.readaheadMaxChunks), max(1, memoryChunks / 2))
+        return ReadaheadWindow(initial: options.readaheadChunks, maximum: maximum)
     }
 
     /// Flushes the overlay (0 or a negated errno).

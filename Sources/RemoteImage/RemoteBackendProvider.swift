@@ -56,6 +56,13 @@ public struct RemoteBackendProvider: BackendProvider {
         if let rate = options.prefetchRate, !parsed.options.contains(where: { $0.hasPrefix("prefetch=") }) {
             parsed.options.append("prefetch=\(rate)")
         }
+        for (key, path) in [("record-trace", options.recordTrace), ("prefetch-trace", options.prefetchTrace)] {
+            guard let path else { continue }
+            guard !parsed.options.contains(where: { $0.hasPrefix(key + "=") }) else {
+                throw .invalidSpec("--\(key) and the \(key)= option are both given")
+            }
+            parsed.options.append("\(key)=\(path)")
+        }
         return try RemoteBackendFactory.open(parsed, logger: options.logger)
     }
 }

@@ -17,6 +17,8 @@ public enum RemoteError: Error, Equatable, CustomStringConvertible {
     case system(SyscallError)
     case cache(String)
     case image(String)
+    /// An access trace file (`record-trace=`, `prefetch-trace=`) is unusable.
+    case trace(String)
 
     public var description: String {
         switch self {
@@ -32,6 +34,7 @@ public enum RemoteError: Error, Equatable, CustomStringConvertible {
         case .system(let s): return s.message
         case .cache(let s): return "disk cache: \(s)"
         case .image(let s): return s
+        case .trace(let s): return "access trace: \(s)"
         }
     }
 }

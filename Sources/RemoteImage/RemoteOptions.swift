@@ -36,6 +36,13 @@ public struct RemoteOptions: Sendable, Equatable {
     public var readaheadChunks: Int = 4
     /// Warm the whole image in the background at this many bytes/s (nil: off).
     public var prefetchBytesPerSecond: UInt64?
+    /// Most chunks sequential readahead may reach ahead; the window doubles from
+    /// `readaheadChunks` up to this while a reader stays sequential.
+    public var readaheadMaxChunks: Int = 32
+    /// Write the guest's chunk access order here when the daemon stops (nil: off).
+    public var recordTracePath: String?
+    /// Replay this recorded access order at start, ahead of the guest (nil: off).
+    public var prefetchTracePath: String?
     /// Total time one fetch may take, retries included, before the guest gets IOERR.
     public var requestTimeoutSeconds: Double = 30
     /// Attempts per fetch (first try included).
@@ -61,7 +68,8 @@ public struct RemoteOptions: Sendable, Equatable {
 
     public static let knownOptions = [
         "format=auto|raw|zstd", "chunk=SIZE", "memory=SIZE", "cache-dir=PATH|none", "cache-size=SIZE", "overlay=PATH",
-        "connections=N", "fetch-threads=N", "readahead=CHUNKS", "prefetch=RATE", "timeout=SECONDS", "attempts=N",
+        "connections=N", "fetch-threads=N", "readahead=CHUNKS", "readahead-max=CHUNKS", "prefetch=RATE",
+        "record-trace=PATH", "prefetch-trace=PATH", "timeout=SECONDS", "attempts=N",
         "connect-timeout=SECONDS", "stall=SECONDS", "style=path|virtual", "endpoint=URL", "region=NAME", "cafile=PATH",
     ]
 
@@ -118,6 +126,11 @@ public struct RemoteOptions: Sendable, Equatable {
             fetchThreads = try Self.integer(key, value, 1...16)
         case "readahead":
             readaheadChunks = try Self.integer(key, value, 0...64)
+        case "readahead-max":
+            readaheadMaxChunks = try Self.integer(key, value, 0...256)
+        case "record-trace", "prefetch-trace":
+            guard !value.isEmpty, !value.utf8.contains(0) else { throw .invalidSpec("\(key) needs a path") }
+            if key == "record-trace" { recordTracePath = value } else { prefetchTracePath = value }
         case "prefetch":
             let rate = try ByteSize.parse(value)
             guard rate >= 4096 else { throw .invalidSpec("prefetch rate must be at least 4K (bytes per second)") }

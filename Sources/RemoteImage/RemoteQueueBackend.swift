@@ -23,9 +23,11 @@ final class RemoteBaseReader: OverlaidBaseReader {
     private let waker: QueueWaker
     private let slot: Int
     private let local: LocalRemoteSource
-    private let readahead: Int
+    private var readahead: ReadaheadWindow
     /// Where the last read of this queue ended (sequential detection).
     private var lastEnd: UInt64 = .max
+    /// This queue's side of `record-trace=` (nil: not recording).
+    private var trace: TraceFilter?
     /// Set by a base read that found a chunk missing: the first such chunk.
     private var missing = -1
 
@@ -49,10 +51,11 @@ final class RemoteBaseReader: OverlaidBaseReader {
     }
 
     init(store: RemoteChunkStore, zstdImage: SeekableImage?, zstdCache: ChunkCache?, slot: Int,
-         readahead: Int) throws(RemoteError) {
+         readahead: ReadaheadWindow, recorder: TraceRecorder?) throws(RemoteError) {
         self.store = store
         self.slot = slot
         self.readahead = readahead
+        trace = recorder?.filter()
         waker = try QueueWaker()
         local = LocalRemoteSource(store: store, name: store.name)
         if let zstdImage {
@@ -97,6 +100,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
             let chunk = Int(position >> UInt64(store.chunkShift))
             let within = Int(position - store.chunkStart(chunk))
             let length = Int(min(end - position, UInt64(store.chunkLength(chunk) - within)))
+            trace?.note(chunk)
             let hit = store.withLocalChunk(chunk, spare: &local.spare) { cursor.copyIn(from: $0 + within, length: length) }
             if !hit {
                 requestMissing(from: chunk, through: Int((end - 1) >> UInt64(store.chunkShift)))
@@ -114,6 +118,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
             let chunkStart = z.image.chunkStart(index)
             let within = Int(position - chunkStart)
             let length = Int(min(end, chunkStart + UInt64(z.image.header.chunkLength(index))) - position)
+            trace?.note(index)
             let hit = z.cache?.withChunk(index) { cursor.copyIn(from: $0 + within, length: length) } ?? false
             if !hit {
                 do {
@@ -147,18 +152,26 @@ final class RemoteBaseReader: OverlaidBaseReader {
         }
     }
 
-    /// On a read continuing the previous one, asks for the next chunks in the background.
+    /// On a read continuing the previous one (within a chunk of where it
+    /// ended), asks for the chunks ahead in the background; the window
+    /// grows while the reader stays sequential and each chunk is asked once.
     func willRead(offset: UInt64, end: UInt64) {
         defer { lastEnd = end }
-        guard readahead > 0, offset == lastEnd else { return }
+        guard readahead.enabled else { return }
+        let slack = UInt64(store.chunkSize)
+        guard lastEnd != .max, offset + slack >= lastEnd, offset <= lastEnd + slack else {
+            readahead.reset()
+            return
+        }
         let objectChunkOfEnd: Int
         if let z = zstd {
             let index = z.image.chunk(containing: end - 1)
-            objectChunkOfEnd = Int((z.image.table.offsets[index] + UInt64(z.image.table.frameSize(index))) >> UInt64(store.chunkShift))
+            objectChunkOfEnd = Int((z.image.table.offsets[index] + UInt64(z.image.table.frameSize(index)) - 1) >> UInt64(store.chunkShift))
         } else {
             objectChunkOfEnd = Int((end - 1) >> UInt64(store.chunkShift))
         }
-        for c in (objectChunkOfEnd + 1)...(objectChunkOfEnd + readahead) where c < store.chunkCount && !store.isLocal(c) {
+        guard let range = readahead.advance(readerAt: objectChunkOfEnd, chunkCount: store.chunkCount) else { return }
+        for c in range where !store.isLocal(c) {
             RemoteStats.bump(store.stats.readaheadRequests)
             store.request(c, waiter: nil, urgent: false)
         }

@@ -15,6 +15,8 @@ public final class RemoteStats: Sendable {
     public let fetchFailures = Atomic<UInt64>(0)
     public let readaheadRequests = Atomic<UInt64>(0)
     public let prefetchRequests = Atomic<UInt64>(0)
+    /// Chunks `prefetch-trace=` asked for (those not local when their turn came).
+    public let traceRequests = Atomic<UInt64>(0)
     /// Fetched chunks not written to the disk tier (its writer was busy, or they left memory first).
     public let diskWritesSkipped = Atomic<UInt64>(0)
     public let latencyTotalMicros = Atomic<UInt64>(0)
@@ -62,6 +64,7 @@ public final class RemoteStats: Sendable {
             ("fetch_failures", fetchFailures.load(ordering: .relaxed)),
             ("readahead_requests", readaheadRequests.load(ordering: .relaxed)),
             ("prefetch_requests", prefetchRequests.load(ordering: .relaxed)),
+            ("trace_prefetch_requests", traceRequests.load(ordering: .relaxed)),
             ("disk_writes_skipped", diskWritesSkipped.load(ordering: .relaxed)),
             ("fetch_latency_avg_us", fetched == 0 ? 0 : latencyTotalMicros.load(ordering: .relaxed) / fetched),
             ("fetch_latency_max_us", latencyMaxMicros.load(ordering: .relaxed)),

@@ -31,6 +31,16 @@ struct CreateCommand: ParsableCommand {
     @Option(name: .customLong("prefetch-rate"), help: "Remote images: bytes per second --prefetch may fetch (e.g. 50M).")
     var prefetchRate: String = "64M"
 
+    @Option(name: .customLong("record-trace"), help: ArgumentHelp(
+        "Remote images: write the order in which the guest first reads each chunk to PATH when the daemon stops.",
+        valueName: "path"))
+    var recordTrace: String?
+
+    @Option(name: .customLong("prefetch-trace"), help: ArgumentHelp(
+        "Remote images: fetch the chunks a recorded trace lists, in its order, ahead of the guest (a missing or mismatched trace is logged and skipped).",
+        valueName: "path"))
+    var prefetchTrace: String?
+
     @Option(help: "Image size (e.g. 256M, 10G): creates a sparse file if missing, grows a smaller one.")
     var size: String?
 
@@ -103,6 +113,12 @@ struct CreateCommand: ParsableCommand {
         guard bounce == "kernel" || bounce == "user" else { throw ValidationError("--bounce must be kernel or user") }
         guard (0...1_000_000).contains(pollMicros) else { throw ValidationError("--poll-us must be 0-1000000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        if recordTrace != nil || prefetchTrace != nil {
+            let kind = backend.prefix { $0 != ":" }
+            guard ["http", "https", "s3"].contains(String(kind)) else {
+                throw ValidationError("--record-trace and --prefetch-trace apply to remote images (http://, https://, s3://) only")
+            }
+        }
         if let m = metrics, MetricsAddress(m) == nil {
             throw ValidationError("--metrics must be IP:PORT or [IPv6]:PORT with a numeric address (e.g. 127.0.0.1:9101)")
         }
@@ -141,7 +157,8 @@ struct CreateCommand: ParsableCommand {
             }
             factory = try BackendCatalog.standard.open(backend, options: BackendOpenOptions(
                 size: sizeBytes, readOnly: readonly, direct: direct, engine: FileEngine(rawValue: engine)!,
-                prefetchRate: prefetch ? prefetchRate : nil, logger: logger))
+                prefetchRate: prefetch ? prefetchRate : nil, recordTrace: recordTrace, prefetchTrace: prefetchTrace,
+                logger: logger))
             for note in factory.notes {
                 switch note.level {
                 case .info: logger.info("\(note.text)")
