@@ -24,7 +24,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
     let zstdImage: SeekableImage?
     let zstdCache: ChunkCache?
     private var prefetcher: RemotePrefetcher?
-    private var tracePrefetcher: TracePrefetcher?
+    private var tracePrefetcher: RemotePrefetcher?
     /// `record-trace=`: the guest's access order, written at shutdown.
     let recorder: TraceRecorder?
     var traceWritten = false
@@ -130,8 +130,8 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             switch Self.loadTrace(path: path, object: object, chunkSize: options.chunkSize) {
             case .success(let trace):
                 notes.append("prefetch-trace: replaying \(trace.chunks.count) chunks recorded in \(path)")
-                tracePrefetcher = TracePrefetcher(store: store, chunks: trace.chunks, connections: options.connections,
-                                                  logger: logger)
+                tracePrefetcher = RemotePrefetcher(store: store, plan: .trace(trace.chunks),
+                                                   connections: options.connections, logger: logger)
                 tracePrefetcher?.start()
             case .failure(let why):
                 notes.append("prefetch-trace: not replayed: \(why)")
@@ -139,7 +139,8 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
         }
         noteLines = notes
         if let rate = options.prefetchBytesPerSecond {
-            prefetcher = RemotePrefetcher(store: store, bytesPerSecond: rate, logger: logger)
+            prefetcher = RemotePrefetcher(store: store, plan: .wholeObject(bytesPerSecond: rate),
+                                          connections: options.connections, logger: logger)
             prefetcher?.start()
         }
     }
