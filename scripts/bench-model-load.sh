@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# bench-model-load.sh - the model-load scenario (issue 17) as one command: how
+# long until a program has read every byte of a model file that lives in
+# object storage, for the ways one gets it there, measured in the guest in one
+# run with the rows alternating in every repetition.
+#
+# Data (made on the host, deterministic, cached under MODEL_DATA/MIB): a
+# MODEL_MIB model-like file (scripts/lib/gen_model.py: safetensors-like JSON
+# header, then 4 MiB blocks alternating incompressible bytes and repetitive
+# metadata text, half each); an ext4 image holding it (model.ext4); that image
+# packed as a zstd seekable image (`vduse-blk image pack`, 64K frames). In the
+# guest, nginx serves the three from tmpfs with `limit_rate MODEL_RATE` (per
+# request, i.e. per connection for these clients: an object store's
+# per-connection cap) on loopback. Rows:
+#   a  curl -o (to ext4 on a RAM disk), then read the file
+#   b  aria2c -x4 -s4, then read the file
+#   c  nbdkit curl plugin + readahead + cache(cache-on-read) filters, nbd-client,
+#      mount the ext4 read-only, read the file
+#   d  vduse-blk, remote raw image (format=raw,connections=4), mount, read
+#   e  vduse-blk, remote zstd seekable image (format=zstd,connections=4)
+#   f  e with prefetch-trace=PATH, the trace recorded by one priming start with
+#      record-trace=PATH; skipped when `vduse-blk create --help` does not
+#      mention prefetch-trace
+# Cold: fresh daemon / fresh download, empty cache dir, guest page cache
+# dropped; the clock starts before the daemon starts (or the download), so
+# time to first byte includes start-up and mount. Warm: the same daemon (or
+# the downloaded file) re-read after dropping the page cache. Bytes and
+# connections that crossed the link are counted from nginx's log.
+# Limit per row: max(bytes that must cross ÷ (rate × connections), warm time),
+# bytes = the model file (a-d) or the zstd object (e, f); connections 1 (a),
+# 4 (b, d, e, f), as counted in the log (c). Goals: d, e cold <= 1.5x limit;
+# e >= 1.5x faster than b; e ahead of c.
+#
+#   scripts/bench-model-load.sh        # (wrap in flock /tmp/vduse-guest.lock)
+# Writes bench/model-load.txt, .json, .png (gnuplot), raw samples in
+# bench/model-load.samples. Env: MODEL_MIB (1024), REPS (3), MODEL_RATE (32m,
+# nginx syntax), MODEL_DATA (/var/tmp/vduse-blk-model-load), MODEL_ROWS
+# ("a b c d e f"), MODEL_REMOTE_OPTS (extra remote options, e.g.
+# ",memory=2G"), VDUSE_BLK (binary, default .build/release/vduse-blk),
+# VDUSE_VM_MEM (default: from MODEL_MIB).
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+BIN=${VDUSE_BLK:-.build/release/vduse-blk}
+[[ $BIN == /* ]] || BIN=$REPO/$BIN
+MODEL_MIB=${MODEL_MIB:-1024} REPS=${REPS:-3} MODEL_RATE=${MODEL_RATE:-32m}
+MODEL_DATA=${MODEL_DATA:-/var/tmp/vduse-blk-model-load}
+MODEL_ROWS=${MODEL_ROWS:-a b c d e f}
+PY=/usr/bin/python3; [[ -x $PY ]] || PY=python3
+SAMPLES=$REPO/bench/model-load.samples
+log() { echo "# $*" >&2; }
+
+# ---- on the host -------------------------------------------------------------
+make_data() {  # $1: dir; model.bin, model.ext4, model.zst, made once per size
+  local d=$1
+  [[ -f $d/.complete ]] && return 0
+  rm -rf "$d"; mkdir -p "$d/fs"
+  log "generating a ${MODEL_MIB} MiB model file, its ext4 image and zstd image in $d"
+  "$PY" "$HERE/lib/gen_model.py" "$d/fs/model.safetensors" "$MODEL_MIB" || return 1
+  local img_mib=$((MODEL_MIB + MODEL_MIB / 16 + 32))
+  mkfs.ext4 -q -F -b 4096 -m 0 -U 00000000-0000-0000-0000-000000000017 -E root_owner=0:0 \
+    -d "$d/fs" "$d/model.ext4" "${img_mib}M" || return 1
+  mv "$d/fs/model.safetensors" "$d/model.bin" && rmdir "$d/fs"
+  "$BIN" image pack "$d/model.ext4" "$d/model.zst" >/dev/null || return 1
+  touch "$d/.complete"
+}
+
+if [[ ${1:-} != --in-guest ]]; then
+  [[ -x $BIN ]] || { echo "bench-model-load: build first: swift build -c release" >&2; exit 1; }
+  for t in nginx aria2c nbdkit nbd-client; do
+    command -v "$t" >/dev/null || [[ -x /usr/sbin/$t ]] ||
+      { echo "bench-model-load: $t missing: bash scripts/setup-host.sh" >&2; exit 1; }
+  done
+  mkdir -p "$REPO/bench"
+  DATA=$MODEL_DATA/$MODEL_MIB
+  make_data "$DATA" || { echo "bench-model-load: could not make the images" >&2; exit 1; }
+  # guest tmpfs holds the three objects (2.5x), the RAM disk (1.1x), one cache (1x)
+  MEM=${VDUSE_VM_MEM:-$((MODEL_MIB * 5 + 1536))M}
+  log "guest: ${MEM} RAM, rows $MODEL_ROWS, $REPS repetitions, limit_rate $MODEL_RATE"
+  t_start=$SECONDS
+  MODEL_DATA_DIR=$DATA VDUSE_VM_MEM=$MEM VDUSE_VM_MODULES="nbd brd ${VDUSE_VM_MODULES:-}" \
+  VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-3600} \
+  VDUSE_VM_ENV="MODEL_MIB REPS MODEL_RATE MODEL_DATA_DIR MODEL_ROWS MODEL_REMOTE_OPTS VDUSE_BLK ${VDUSE_VM_ENV:-}" \
+    bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-model-load.sh") --in-guest" || exit $?
+  log "guest part took $((SECONDS - t_start)) s"
+  "$PY" "$HERE/model-load-report.py" "$SAMPLES" "$REPO/bench/model-load" || exit 1
+  if command -v gnuplot >/dev/null; then
+    gnuplot -e "datafile='$REPO/bench/model-load.dat'; outfile='$REPO/bench/model-load.png'" \
+      "$HERE/bench-model-load.gp" || log "gnuplot failed: no chart"
+  else
+    log "no gnuplot: no chart (bash scripts/setup-host.sh installs it)"
+  fi
+  cat "$REPO/bench/model-load.txt"
+  exit 0
+fi
+
+# ---- in the guest -------------------------------------------------------------
+# shellcheck source=scripts/lib/nginx.sh
+source "$HERE/lib/nginx.sh"
+# shellcheck source=scripts/lib/daemons.sh
+source "$HERE/lib/daemons.sh"
+W=$(mktemp -d /dev/shm/mload.XXXXXX)
+PORT=18083 URL=http://127.0.0.1:18083
+NBD_PORT=10810
+MNT=$W/mnt DL=$W/dl TRACE=$W/model.trace
+ACCESS=$W/access.log
+NBDKIT_PID=
+cleanup() {
+  mountpoint -q "$MNT" && umount "$MNT"
+  mountpoint -q "$DL" && umount "$DL"
+  [[ -b /dev/nbd0 ]] && nbd-client -d /dev/nbd0 >/dev/null 2>&1
+  [[ -n $NBDKIT_PID ]] && kill "$NBDKIT_PID" 2>/dev/null
+  dev_stop_all 10
+  nginx_stop
+  [[ -n ${RD_PID:-} ]] && kill "$RD_PID" 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p "$W/www" "$MNT" "$DL"
+: >"$SAMPLES"
+sample() { echo "$*" >>"$SAMPLES"; }
+now_ns() { date +%s%N; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+die() { echo "bench-model-load: $*" >&2; exit 1; }
+
+t=$SECONDS
+cp "$MODEL_DATA_DIR/model.bin" "$MODEL_DATA_DIR/model.ext4" "$MODEL_DATA_DIR/model.zst" "$W/www/" ||
+  die "could not copy the images into the guest"
+log "copied the images into guest tmpfs in $((SECONDS - t)) s"
+FILE_BYTES=$(stat -c %s "$W/www/model.bin")
+ZST_BYTES=$(stat -c %s "$W/www/model.zst")
+IMG_BYTES=$(stat -c %s "$W/www/model.ext4")
+
+NGINX_HTTP_EXTRA="limit_rate $MODEL_RATE; log_format ml '\$connection \$body_bytes_sent \$status';" \
+NGINX_ACCESS_LOG="$ACCESS ml" nginx_start "$W/www" "$PORT" "$W/nginx" || die "nginx did not start"
+
+# the download target: ext4 on a RAM disk, so a warm read after drop_caches reads a disk
+modprobe brd rd_nr=1 rd_size=$(((MODEL_MIB + MODEL_MIB / 8 + 64) * 1024)) || die "modprobe brd failed"
+mkfs.ext4 -q -F /dev/ram0 && mount /dev/ram0 "$DL" || die "no ext4 on /dev/ram0"
+modprobe nbd nbds_max=2 || die "modprobe nbd failed"
+
+HAVE_TRACE=0
+"$BIN" create --help 2>&1 | grep -q prefetch-trace && HAVE_TRACE=1
+
+coproc RD { "$PY" "$HERE/lib/timed_read.py"; }
+RD_PID=$RD_PID
+read -r -u "${RD[0]}" _ || die "reader did not start"
+# timed T0 FILE: prints "ttfb=.. total=.. bytes=.."
+timed() { echo "$*" >&"${RD[1]}"; local l; read -r -u "${RD[0]}" l; echo "$l"; }
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+mark() { wc -l <"$ACCESS"; }
+# link_use MARK: "BYTES CONNS" sent since MARK (connections that carried bytes)
+link_use() { tail -n +$(($1 + 1)) "$ACCESS" | awk '$2 > 0 { b += $2; c[$1] = 1 } END { n = 0; for (k in c) n++; print b + 0, n }'; }
+
+# record ROW PHASE RESULT [MARK]
+record() {
+  local row=$1 phase=$2 res=$3 m=${4:-}
+  [[ $res == ttfb=* ]] || { log "$row $phase: read failed: $res"; sample "$row $phase error 1"; return 1; }
+  local b; b=$(field bytes "$res")
+  ((b == FILE_BYTES)) || log "$row $phase: read $b bytes, expected $FILE_BYTES"
+  sample "$row $phase ttfb $(field ttfb "$res")"
+  sample "$row $phase total $(field total "$res")"
+  if [[ -n $m ]]; then
+    local u; read -r -a u < <(link_use "$m")
+    sample "$row $phase link_bytes ${u[0]}"
+    sample "$row $phase conns ${u[1]}"
+  fi
+  log "$row $phase: $res${m:+ link=$(link_use "$m")}"
+}
+
+verify() {  # ROW FILE: byte-exact against the served file (first repetition only)
+  if cmp -s "$2" "$W/www/model.bin"; then sample "$1 verify ok 1"; else sample "$1 verify ok 0"; log "$1: CONTENT DIFFERS"; fi
+}
+
+row_download() {  # ROW (a: curl, b: aria2c)
+  local row=$1 t0 m res
+  rm -f "$DL/model.bin"; drop_caches
+  m=$(mark); t0=$(now_ns)
+  if [[ $row == a ]]; then
+    curl -sf -o "$DL/model.bin" "$URL/model.bin" || log "curl failed"
+  else
+    aria2c -q -x4 -s4 --file-allocation=none --allow-overwrite=true --auto-file-renaming=false \
+      -d "$DL" -o model.bin "$URL/model.bin" || log "aria2c failed"
+  fi
+  res=$(timed "$t0" "$DL/model.bin"); record "$row" cold "$res" "$m"
+  drop_caches
+  res=$(timed "$(now_ns)" "$DL/model.bin"); record "$row" warm "$res"
+  rm -f "$DL/model.bin"
+}
+
+row_nbdkit() {
+  local t0 m res i
+  rm -rf "$W/nbdcache"; mkdir -p "$W/nbdcache"; drop_caches
+  m=$(mark); t0=$(now_ns)
+  TMPDIR=$W/nbdcache nbdkit -f -r -i 127.0.0.1 -p "$NBD_PORT" --filter=readahead --filter=cache \
+    curl "url=$URL/model.ext4" cache-on-read=true 2>"$W/nbdkit.log" &
+  NBDKIT_PID=$!
+  for ((i = 0; i < 100; i++)); do
+    nbd-client 127.0.0.1 "$NBD_PORT" /dev/nbd0 -b 4096 -readonly >>"$W/nbdkit.log" 2>&1 && break
+    sleep 0.1
+  done
+  mount -o ro,noload /dev/nbd0 "$MNT" || { log "nbd mount failed: $(tail -n 5 "$W/nbdkit.log")"; return 1; }
+  res=$(timed "$t0" "$MNT/model.safetensors"); record c cold "$res" "$m"
+  drop_caches
+  res=$(timed "$(now_ns)" "$MNT/model.safetensors"); record c warm "$res"
+  ((REP == 1)) && verify c "$MNT/model.safetensors"
+  umount "$MNT"; nbd-client -d /dev/nbd0 >/dev/null 2>&1
+  kill "$NBDKIT_PID" 2>/dev/null; wait "$NBDKIT_PID" 2>/dev/null; NBDKIT_PID=
+  rm -rf "$W/nbdcache"
+}
+
+# vduse_start NAME OBJECT OPTS: starts the daemon on $URL/OBJECT and mounts it at $MNT
+vduse_start() {
+  local name=$1 obj=$2 opts=$3
+  DEV_BACKEND="$URL/$obj,connections=4,cache-dir=$W/cache-$name$opts${MODEL_REMOTE_OPTS:-}" \
+    dev_start "$name" "" --readonly --serial "$name" || { log "$name did not start: $(tail -n 5 "${DLOG[$name]}")"; return 1; }
+  mount -o ro,noload "/dev/${DDEV[$name]}" "$MNT" || { log "$name: mount failed"; return 1; }
+}
+vduse_stop() { umount "$MNT"; dev_stop "$1" 10; rm -rf "$W/cache-$1"; }
+
+row_vduse() {  # ROW
+  local row=$1 t0 m res obj=model.ext4 opts=,format=raw
+  [[ $row == d ]] || { obj=model.zst; opts=,format=zstd; }
+  [[ $row == f ]] && opts+=",prefetch-trace=$TRACE"
+  rm -rf "$W/cache-$row"; drop_caches
+  m=$(mark); t0=$(now_ns)
+  vduse_start "$row" "$obj" "$opts" || return 1
+  res=$(timed "$t0" "$MNT/model.safetensors"); record "$row" cold "$res" "$m"
+  drop_caches
+  res=$(timed "$(now_ns)" "$MNT/model.safetensors"); record "$row" warm "$res"
+  ((REP == 1)) && verify "$row" "$MNT/model.safetensors"
+  vduse_stop "$row"
+}
+
+run_row() {
+  case $1 in
+    a|b) row_download "$1" ;;
+    c) row_nbdkit ;;
+    d|e|f) row_vduse "$1" ;;
+  esac
+}
+
+rows=()
+for r in $MODEL_ROWS; do
+  if [[ $r == f ]] && ((!HAVE_TRACE)); then
+    echo "(f) skipped: no --prefetch-trace" >&2; sample "f skipped - no --prefetch-trace"; continue
+  fi
+  rows+=("$r")
+done
+
+sample "meta file_bytes $FILE_BYTES"
+sample "meta zst_bytes $ZST_BYTES"
+sample "meta img_bytes $IMG_BYTES"
+sample "meta rate $MODEL_RATE"
+sample "meta reps $REPS"
+sample "meta kernel $(uname -r)"
+sample "meta date $(date -u +%F)"
+sample "meta cpus $(nproc)"
+
+if [[ " ${rows[*]} " == *" f "* ]]; then
+  log "priming: recording the trace of one cold start of (e)"
+  REP=0
+  vduse_start prime model.zst ",format=zstd,record-trace=$TRACE" || die "priming start failed"
+  timed "$(now_ns)" "$MNT/model.safetensors" >/dev/null
+  vduse_stop prime
+  [[ -s $TRACE ]] || log "priming wrote no trace at $TRACE"
+fi
+
+for ((REP = 1; REP <= REPS; REP++)); do
+  n=${#rows[@]}
+  for ((k = 0; k < n; k++)); do   # rotate the order each repetition
+    r=${rows[$(((k + REP - 1) % n))]}
+    log "rep $REP row $r"
+    run_row "$r"
+  done
+done
+log "done in $SECONDS s"
