@@ -33,8 +33,8 @@
 #
 #   scripts/bench-model-load.sh        # (wrap in flock /tmp/vduse-guest.lock)
 # Writes bench/model-load.txt, .json, .png (gnuplot), raw samples in
-# bench/model-load.samples. Env: MODEL_MIB (1024), REPS (3), MODEL_RATE (32m,
-# nginx syntax), MODEL_DATA (/var/tmp/vduse-blk-model-load), MODEL_ROWS
+# bench/model-load.samples. Env: MODEL_MIB (128; see README for why not 1024), REPS (3), MODEL_RATE (32m,
+# nginx syntax), MODEL_DATA (.build-model-load: a dir the guest sees), MODEL_ROWS
 # ("a b c d e f"), MODEL_REMOTE_OPTS (extra remote options, e.g.
 # ",memory=2G"), VDUSE_BLK (binary, default .build/release/vduse-blk),
 # VDUSE_VM_MEM (default: from MODEL_MIB).
@@ -43,8 +43,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 BIN=${VDUSE_BLK:-.build/release/vduse-blk}
 [[ $BIN == /* ]] || BIN=$REPO/$BIN
-MODEL_MIB=${MODEL_MIB:-1024} REPS=${REPS:-3} MODEL_RATE=${MODEL_RATE:-32m}
-MODEL_DATA=${MODEL_DATA:-/var/tmp/vduse-blk-model-load}
+MODEL_MIB=${MODEL_MIB:-128} REPS=${REPS:-3} MODEL_RATE=${MODEL_RATE:-32m}
+MODEL_DATA=${MODEL_DATA:-$REPO/.build-model-load}  # the guest sees the repository
 MODEL_ROWS=${MODEL_ROWS:-a b c d e f}
 PY=/usr/bin/python3; [[ -x $PY ]] || PY=python3
 SAMPLES=$REPO/bench/model-load.samples
@@ -59,7 +59,7 @@ make_data() {  # $1: dir; model.bin, model.ext4, model.zst, made once per size
   "$PY" "$HERE/lib/gen_model.py" "$d/fs/model.safetensors" "$MODEL_MIB" || return 1
   local img_mib=$((MODEL_MIB + MODEL_MIB / 16 + 32))
   mkfs.ext4 -q -F -b 4096 -m 0 -U 00000000-0000-0000-0000-000000000017 -E root_owner=0:0 \
-    -d "$d/fs" "$d/model.ext4" "${img_mib}M" || return 1
+    -d "$d/fs" "$d/model.ext4" "${img_mib}M" >/dev/null || return 1
   mv "$d/fs/model.safetensors" "$d/model.bin" && rmdir "$d/fs"
   "$BIN" image pack "$d/model.ext4" "$d/model.zst" >/dev/null || return 1
   touch "$d/.complete"
@@ -99,6 +99,8 @@ fi
 source "$HERE/lib/nginx.sh"
 # shellcheck source=scripts/lib/daemons.sh
 source "$HERE/lib/daemons.sh"
+# the guest keeps everything in tmpfs: let /dev/shm use most of the RAM
+mount -o remount,size=90% /dev/shm 2>/dev/null
 W=$(mktemp -d /dev/shm/mload.XXXXXX)
 PORT=18083 URL=http://127.0.0.1:18083
 NBD_PORT=10810
@@ -147,6 +149,8 @@ RD_PID=$RD_PID
 read -r -u "${RD[0]}" _ || die "reader did not start"
 # timed T0 FILE: prints "ttfb=.. total=.. bytes=.."
 timed() { echo "$*" >&"${RD[1]}"; local l; read -r -u "${RD[0]}" l; echo "$l"; }
+# ready ROW T0: the time from T0 until the file could be opened (downloaded / mounted)
+ready() { sample "$1 cold ready $(awk -v n=$(($(now_ns) - $2)) 'BEGIN { printf "%.3f", n / 1e9 }')"; }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 mark() { wc -l <"$ACCESS"; }
@@ -183,6 +187,7 @@ row_download() {  # ROW (a: curl, b: aria2c)
     aria2c -q -x4 -s4 --file-allocation=none --allow-overwrite=true --auto-file-renaming=false \
       -d "$DL" -o model.bin "$URL/model.bin" || log "aria2c failed"
   fi
+  ready "$row" "$t0"
   res=$(timed "$t0" "$DL/model.bin"); record "$row" cold "$res" "$m"
   drop_caches
   res=$(timed "$(now_ns)" "$DL/model.bin"); record "$row" warm "$res"
@@ -201,6 +206,7 @@ row_nbdkit() {
     sleep 0.1
   done
   mount -o ro,noload /dev/nbd0 "$MNT" || { log "nbd mount failed: $(tail -n 5 "$W/nbdkit.log")"; return 1; }
+  ready c "$t0"
   res=$(timed "$t0" "$MNT/model.safetensors"); record c cold "$res" "$m"
   drop_caches
   res=$(timed "$(now_ns)" "$MNT/model.safetensors"); record c warm "$res"
@@ -226,6 +232,7 @@ row_vduse() {  # ROW
   rm -rf "$W/cache-$row"; drop_caches
   m=$(mark); t0=$(now_ns)
   vduse_start "$row" "$obj" "$opts" || return 1
+  ready "$row" "$t0"
   res=$(timed "$t0" "$MNT/model.safetensors"); record "$row" cold "$res" "$m"
   drop_caches
   res=$(timed "$(now_ns)" "$MNT/model.safetensors"); record "$row" warm "$res"
