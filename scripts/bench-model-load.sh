@@ -30,13 +30,19 @@
 # bytes = the model file (a-d) or the zstd object (e, f); connections 1 (a),
 # 4 (b, d, e, f), as counted in the log (c). Goals: d, e cold <= 1.5x limit;
 # e >= 1.5x faster than b; e ahead of c.
+# With MODEL_CONTAINER=1, also a container-start-like workload on its own
+# ext4 image (scripts/lib/gen_rootfs.py: CONTAINER_MIB of library/text files,
+# a start-up list of one file in four, shuffled), zstd-packed and read through
+# vduse-blk as in (e): g = cold start reading the list in order (then warm),
+# h = g with a prefetch trace recorded by one priming start (skipped, like f,
+# without prefetch-trace).
 #
 #   scripts/bench-model-load.sh        # (wrap in flock /tmp/vduse-guest.lock)
 # Writes bench/model-load.txt, .json, .png (gnuplot), raw samples in
 # bench/model-load.samples. Env: MODEL_MIB (128; see README for why not 1024), REPS (3), MODEL_RATE (32m,
 # nginx syntax), MODEL_DATA (.build-model-load: a dir the guest sees), MODEL_ROWS
 # ("a b c d e f"), MODEL_REMOTE_OPTS (extra remote options, e.g.
-# ",memory=2G"), VDUSE_BLK (binary, default .build/release/vduse-blk),
+# ",memory=2G"), MODEL_CONTAINER (0), CONTAINER_MIB (64), VDUSE_BLK (binary, default .build/release/vduse-blk),
 # VDUSE_VM_MEM (default: from MODEL_MIB).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,6 +52,7 @@ BIN=${VDUSE_BLK:-.build/release/vduse-blk}
 MODEL_MIB=${MODEL_MIB:-128} REPS=${REPS:-3} MODEL_RATE=${MODEL_RATE:-32m}
 MODEL_DATA=${MODEL_DATA:-$REPO/.build-model-load}  # the guest sees the repository
 MODEL_ROWS=${MODEL_ROWS:-a b c d e f}
+MODEL_CONTAINER=${MODEL_CONTAINER:-0} CONTAINER_MIB=${CONTAINER_MIB:-64}
 PY=/usr/bin/python3; [[ -x $PY ]] || PY=python3
 SAMPLES=$REPO/bench/model-load.samples
 log() { echo "# $*" >&2; }
@@ -64,6 +71,19 @@ make_data() {  # $1: dir; model.bin, model.ext4, model.zst, made once per size
   "$BIN" image pack "$d/model.ext4" "$d/model.zst" >/dev/null || return 1
   touch "$d/.complete"
 }
+make_rootfs() {  # $1: dir; rootfs.zst and startup.list, made once per size
+  local d=$1
+  [[ -f $d/.complete ]] && return 0
+  rm -rf "$d"; mkdir -p "$d"
+  log "generating a ${CONTAINER_MIB} MiB container-like rootfs image in $d"
+  "$PY" "$HERE/lib/gen_rootfs.py" "$d/root" "$d/startup.list" "$CONTAINER_MIB" || return 1
+  mkfs.ext4 -q -F -b 4096 -m 0 -U 00000000-0000-0000-0000-000000000023 -E root_owner=0:0 \
+    -d "$d/root" "$d/rootfs.ext4" "$((CONTAINER_MIB * 3 / 2 + 32))M" >/dev/null || return 1
+  "$BIN" image pack "$d/rootfs.ext4" "$d/rootfs.zst" >/dev/null || return 1
+  (cd "$d/root" && xargs -d '\n' cat <../startup.list | wc -c) >"$d/startup.bytes" || return 1
+  rm -rf "$d/root" "$d/rootfs.ext4"
+  touch "$d/.complete"
+}
 
 if [[ ${1:-} != --in-guest ]]; then
   [[ -x $BIN ]] || { echo "bench-model-load: build first: swift build -c release" >&2; exit 1; }
@@ -74,13 +94,18 @@ if [[ ${1:-} != --in-guest ]]; then
   mkdir -p "$REPO/bench"
   DATA=$MODEL_DATA/$MODEL_MIB
   make_data "$DATA" || { echo "bench-model-load: could not make the images" >&2; exit 1; }
+  CONTAINER_DIR=
+  if [[ $MODEL_CONTAINER == 1 ]]; then
+    CONTAINER_DIR=$MODEL_DATA/container-$CONTAINER_MIB
+    make_rootfs "$CONTAINER_DIR" || { echo "bench-model-load: could not make the rootfs image" >&2; exit 1; }
+  fi
   # guest tmpfs holds the three objects (2.5x), the RAM disk (1.1x), one cache (1x)
   MEM=${VDUSE_VM_MEM:-$((MODEL_MIB * 5 + 1536))M}
   log "guest: ${MEM} RAM, rows $MODEL_ROWS, $REPS repetitions, limit_rate $MODEL_RATE"
   t_start=$SECONDS
-  MODEL_DATA_DIR=$DATA VDUSE_VM_MEM=$MEM VDUSE_VM_MODULES="nbd brd ${VDUSE_VM_MODULES:-}" \
+  MODEL_DATA_DIR=$DATA CONTAINER_DIR=$CONTAINER_DIR VDUSE_VM_MEM=$MEM VDUSE_VM_MODULES="nbd brd ${VDUSE_VM_MODULES:-}" \
   VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-3600} \
-  VDUSE_VM_ENV="MODEL_MIB REPS MODEL_RATE MODEL_DATA_DIR MODEL_ROWS MODEL_REMOTE_OPTS VDUSE_BLK ${VDUSE_VM_ENV:-}" \
+  VDUSE_VM_ENV="MODEL_MIB REPS MODEL_RATE MODEL_DATA_DIR MODEL_ROWS MODEL_REMOTE_OPTS CONTAINER_DIR VDUSE_BLK ${VDUSE_VM_ENV:-}" \
     bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-model-load.sh") --in-guest" || exit $?
   log "guest part took $((SECONDS - t_start)) s"
   "$PY" "$HERE/model-load-report.py" "$SAMPLES" "$REPO/bench/model-load" || exit 1
@@ -132,6 +157,12 @@ log "copied the images into guest tmpfs in $((SECONDS - t)) s"
 FILE_BYTES=$(stat -c %s "$W/www/model.bin")
 ZST_BYTES=$(stat -c %s "$W/www/model.zst")
 IMG_BYTES=$(stat -c %s "$W/www/model.ext4")
+STARTUP=() START_BYTES=0 TRACE_G=$W/rootfs.trace
+if [[ -n ${CONTAINER_DIR:-} ]]; then
+  cp "$CONTAINER_DIR/rootfs.zst" "$W/www/" || die "could not copy the rootfs image"
+  mapfile -t STARTUP <"$CONTAINER_DIR/startup.list"
+  START_BYTES=$(cat "$CONTAINER_DIR/startup.bytes")
+fi
 
 NGINX_HTTP_EXTRA="limit_rate $MODEL_RATE; log_format ml '\$connection \$body_bytes_sent \$status';" \
 NGINX_ACCESS_LOG="$ACCESS ml" nginx_start "$W/www" "$PORT" "$W/nginx" || die "nginx did not start"
@@ -149,8 +180,15 @@ RD_PID=$RD_PID
 read -r -u "${RD[0]}" _ || die "reader did not start"
 # timed T0 FILE: prints "ttfb=.. total=.. bytes=.."
 timed() { echo "$*" >&"${RD[1]}"; local l; read -r -u "${RD[0]}" l; echo "$l"; }
-# ready ROW T0: the time from T0 until the file could be opened (downloaded / mounted)
-ready() { sample "$1 cold ready $(awk -v n=$(($(now_ns) - $2)) 'BEGIN { printf "%.3f", n / 1e9 }')"; }
+secs_since() { awk -v n=$((${2:-$(now_ns)} - $1)) 'BEGIN { printf "%.3f", n / 1e9 }'; }
+# ready ROW T0: the time from T0 until the file could be opened (downloaded /
+# mounted); for block devices also until the device was there (attach)
+ready() {
+  sample "$1 cold ready $(secs_since "$2")"
+  [[ -n ${ATTACH_NS:-} ]] && sample "$1 cold attach $(secs_since "$2" "$ATTACH_NS")"
+  [[ -n ${CREATED_NS:-} ]] && sample "$1 cold created $(secs_since "$2" "$CREATED_NS")"
+  ATTACH_NS= CREATED_NS=
+}
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 mark() { wc -l <"$ACCESS"; }
@@ -162,7 +200,8 @@ record() {
   local row=$1 phase=$2 res=$3 m=${4:-}
   [[ $res == ttfb=* ]] || { log "$row $phase: read failed: $res"; sample "$row $phase error 1"; return 1; }
   local b; b=$(field bytes "$res")
-  ((b == FILE_BYTES)) || log "$row $phase: read $b bytes, expected $FILE_BYTES"
+  local want=$FILE_BYTES; [[ $row == [gh] ]] && want=$START_BYTES
+  ((b == want)) || log "$row $phase: read $b bytes, expected $want"
   sample "$row $phase ttfb $(field ttfb "$res")"
   sample "$row $phase total $(field total "$res")"
   if [[ -n $m ]]; then
@@ -205,6 +244,7 @@ row_nbdkit() {
     nbd-client 127.0.0.1 "$NBD_PORT" /dev/nbd0 -b 4096 -readonly >>"$W/nbdkit.log" 2>&1 && break
     sleep 0.1
   done
+  ATTACH_NS=$(now_ns)
   mount -o ro,noload /dev/nbd0 "$MNT" || { log "nbd mount failed: $(tail -n 5 "$W/nbdkit.log")"; return 1; }
   ready c "$t0"
   res=$(timed "$t0" "$MNT/model.safetensors"); record c cold "$res" "$m"
@@ -221,9 +261,13 @@ vduse_start() {
   local name=$1 obj=$2 opts=$3
   DEV_BACKEND="$URL/$obj,connections=4,cache-dir=$W/cache-$name$opts${MODEL_REMOTE_OPTS:-}" \
     dev_start "$name" "" --readonly --serial "$name" || { log "$name did not start: $(tail -n 5 "${DLOG[$name]}")"; return 1; }
+  ATTACH_NS=$(now_ns) CREATED_NS=$DEV_CREATED_NS
   mount -o ro,noload "/dev/${DDEV[$name]}" "$MNT" || { log "$name: mount failed"; return 1; }
 }
-vduse_stop() { umount "$MNT"; dev_stop "$1" 10; rm -rf "$W/cache-$1"; }
+vduse_stop() {  # NAME; keeps the daemon's log in bench/raw/ (not in git) for a look at its phases
+  umount "$MNT"; dev_stop "$1" 10; rm -rf "$W/cache-$1"
+  mkdir -p "$REPO/bench/raw" && cp "${DLOG[$1]}" "$REPO/bench/raw/model-load-$1-rep${REP:-0}.log" 2>/dev/null
+}
 
 row_vduse() {  # ROW
   local row=$1 t0 m res obj=model.ext4 opts=,format=raw
@@ -240,18 +284,38 @@ row_vduse() {  # ROW
   vduse_stop "$row"
 }
 
+# container_paths: the start-up list under $MNT
+container_paths() { printf "$MNT/%s " "${STARTUP[@]}"; }
+
+row_container() {  # ROW (g: cold start, h: with the recorded trace)
+  local row=$1 t0 m res opts=,format=zstd
+  [[ $row == h ]] && opts+=",prefetch-trace=$TRACE_G"
+  rm -rf "$W/cache-$row"; drop_caches
+  m=$(mark); t0=$(now_ns)
+  vduse_start "$row" rootfs.zst "$opts" || return 1
+  ready "$row" "$t0"
+  # shellcheck disable=SC2046 # the paths have no spaces
+  res=$(timed "$t0" $(container_paths)); record "$row" cold "$res" "$m"
+  drop_caches
+  # shellcheck disable=SC2046
+  res=$(timed "$(now_ns)" $(container_paths)); record "$row" warm "$res"
+  vduse_stop "$row"
+}
+
 run_row() {
   case $1 in
     a|b) row_download "$1" ;;
     c) row_nbdkit ;;
     d|e|f) row_vduse "$1" ;;
+    g|h) row_container "$1" ;;
   esac
 }
 
 rows=()
-for r in $MODEL_ROWS; do
-  if [[ $r == f ]] && ((!HAVE_TRACE)); then
-    echo "(f) skipped: no --prefetch-trace" >&2; sample "f skipped - no --prefetch-trace"; continue
+want_rows=$MODEL_ROWS; ((${#STARTUP[@]})) && want_rows+=" g h"
+for r in $want_rows; do
+  if [[ $r == [fh] ]] && ((!HAVE_TRACE)); then
+    echo "($r) skipped: no --prefetch-trace" >&2; sample "$r skipped - no --prefetch-trace"; continue
   fi
   rows+=("$r")
 done
@@ -264,7 +328,23 @@ sample "meta reps $REPS"
 sample "meta kernel $(uname -r)"
 sample "meta date $(date -u +%F)"
 sample "meta cpus $(nproc)"
+t0=$(now_ns); "$BIN" --help >/dev/null 2>&1
+sample "meta bin_help_s $(secs_since "$t0")"   # the binary's own start-up under emulation
 
+if ((${#STARTUP[@]})); then
+  sample "meta startup_files ${#STARTUP[@]}"
+  sample "meta startup_bytes $START_BYTES"
+  sample "meta rootfs_zst_bytes $(stat -c %s "$W/www/rootfs.zst")"
+fi
+if [[ " ${rows[*]} " == *" h "* ]]; then
+  log "priming: recording the trace of one cold start of (g)"
+  REP=0
+  vduse_start hprime rootfs.zst ",format=zstd,record-trace=$TRACE_G" || die "priming start failed"
+  # shellcheck disable=SC2046
+  timed "$(now_ns)" $(container_paths) >/dev/null
+  vduse_stop hprime
+  [[ -s $TRACE_G ]] || log "priming wrote no trace at $TRACE_G"
+fi
 if [[ " ${rows[*]} " == *" f "* ]]; then
   log "priming: recording the trace of one cold start of (e)"
   REP=0
