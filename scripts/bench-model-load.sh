@@ -40,7 +40,8 @@
 #
 #   scripts/bench-model-load.sh        # (wrap in flock /tmp/vduse-guest.lock)
 # Writes bench/model-load.txt, .json, .png (gnuplot), raw samples in
-# bench/model-load.samples. Env: MODEL_MIB (128; see README for why not 1024), REPS (3), MODEL_RATE (32m,
+# bench/model-load.samples (MODEL_OUT: another path and base name than
+# bench/model-load, under the repository). Env: MODEL_MIB (128; see README for why not 1024), REPS (3), MODEL_RATE (32m,
 # nginx syntax), MODEL_DATA (.build-model-load: a dir the guest sees), MODEL_ROWS
 # ("a b c d e f"), MODEL_REMOTE_OPTS (extra remote options, e.g.
 # ",memory=2G"), MODEL_CONTAINER (0), CONTAINER_MIB (64), VDUSE_BLK (binary, default .build/release/vduse-blk),
@@ -55,7 +56,8 @@ MODEL_DATA=${MODEL_DATA:-$REPO/.build-model-load}  # the guest sees the reposito
 MODEL_ROWS=${MODEL_ROWS:-a b c d e f}
 MODEL_CONTAINER=${MODEL_CONTAINER:-0} CONTAINER_MIB=${CONTAINER_MIB:-64}
 PY=/usr/bin/python3; [[ -x $PY ]] || PY=python3
-SAMPLES=$REPO/bench/model-load.samples
+OUTBASE=${MODEL_OUT:-$REPO/bench/model-load}   # a path the guest sees
+SAMPLES=$OUTBASE.samples
 log() { echo "# $*" >&2; }
 
 # ---- on the host -------------------------------------------------------------
@@ -106,17 +108,17 @@ if [[ ${1:-} != --in-guest ]]; then
   t_start=$SECONDS
   MODEL_DATA_DIR=$DATA CONTAINER_DIR=$CONTAINER_DIR VDUSE_VM_MEM=$MEM VDUSE_VM_MODULES="nbd brd ${VDUSE_VM_MODULES:-}" \
   VDUSE_VM_TIMEOUT=${VDUSE_VM_TIMEOUT:-3600} \
-  VDUSE_VM_ENV="MODEL_MIB REPS MODEL_RATE MODEL_DATA_DIR MODEL_ROWS MODEL_REMOTE_OPTS CONTAINER_DIR VDUSE_BLK ${VDUSE_VM_ENV:-}" \
+  VDUSE_VM_ENV="MODEL_MIB REPS MODEL_RATE MODEL_DATA_DIR MODEL_ROWS MODEL_REMOTE_OPTS CONTAINER_DIR MODEL_OUT VDUSE_BLK ${VDUSE_VM_ENV:-}" \
     bash "$HERE/run-in-guest.sh" "bash $(printf %q "$HERE/bench-model-load.sh") --in-guest" || exit $?
   log "guest part took $((SECONDS - t_start)) s"
-  "$PY" "$HERE/model-load-report.py" "$SAMPLES" "$REPO/bench/model-load" || exit 1
+  "$PY" "$HERE/model-load-report.py" "$SAMPLES" "$OUTBASE" || exit 1
   if command -v gnuplot >/dev/null; then
-    gnuplot -e "datafile='$REPO/bench/model-load.dat'; outfile='$REPO/bench/model-load.png'" \
+    gnuplot -e "datafile='$OUTBASE.dat'; outfile='$OUTBASE.png'" \
       "$HERE/bench-model-load.gp" || log "gnuplot failed: no chart"
   else
     log "no gnuplot: no chart (bash scripts/setup-host.sh installs it)"
   fi
-  cat "$REPO/bench/model-load.txt"
+  cat "$OUTBASE.txt"
   exit 0
 fi
 
@@ -261,13 +263,17 @@ row_nbdkit() {
     sleep 0.1
   done
   ATTACH_NS=$(now_ns)
-  mount -o ro,noload /dev/nbd0 "$MNT" || { log "nbd mount failed: $(tail -n 5 "$W/nbdkit.log")"; return 1; }
+  mount -o ro,noload /dev/nbd0 "$MNT" || { log "nbd mount failed: $(tail -n 5 "$W/nbdkit.log")"; nbd_stop; return 1; }
   ready c "$t0"
   res=$(timed "$t0" "$MNT/model.safetensors"); record c cold "$res" "$m"
   drop_caches
   res=$(timed "$(now_ns)" "$MNT/model.safetensors"); record c warm "$res"
   ((REP == 1)) && verify c "$MNT/model.safetensors"
-  umount "$MNT"; nbd-client -d /dev/nbd0 >/dev/null 2>&1
+  nbd_stop
+}
+nbd_stop() {
+  mountpoint -q "$MNT" && umount "$MNT"
+  nbd-client -d /dev/nbd0 >/dev/null 2>&1
   kill "$NBDKIT_PID" 2>/dev/null; wait "$NBDKIT_PID" 2>/dev/null; NBDKIT_PID=
   rm -rf "$W/nbdcache"
 }
@@ -276,12 +282,14 @@ row_nbdkit() {
 vduse_start() {
   local name=$1 obj=$2 opts=$3
   DEV_BACKEND="$URL/$obj,connections=4,cache-dir=$W/cache-$name$opts${MODEL_REMOTE_OPTS:-}" \
-    dev_start "$name" "" --readonly --serial "$name" || { log "$name did not start: $(tail -n 5 "${DLOG[$name]}")"; return 1; }
+    dev_start "$name" "" --readonly --serial "$name" ||
+    { log "$name did not start: $(tail -n 5 "${DLOG[$name]}")"; dev_stop "$name" 10; return 1; }
   ATTACH_NS=$(now_ns) CREATED_NS=$DEV_CREATED_NS
-  mount -o ro,noload "/dev/${DDEV[$name]}" "$MNT" || { log "$name: mount failed"; return 1; }
+  mount -o ro,noload "/dev/${DDEV[$name]}" "$MNT" || { log "$name: mount failed"; dev_stop "$name" 10; return 1; }
 }
 vduse_stop() {  # NAME; keeps the daemon's log in bench/raw/ (not in git) for a look at its phases
-  umount "$MNT"; dev_stop "$1" 10; rm -rf "$W/cache-$1"
+  mountpoint -q "$MNT" && umount "$MNT"
+  dev_stop "$1" 10; rm -rf "$W/cache-$1"
   mkdir -p "$REPO/bench/raw" && cp "${DLOG[$1]}" "$REPO/bench/raw/model-load-$1-rep${REP:-0}.log" 2>/dev/null
 }
 
