@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(liburing-dev libaio-dev libzstd-dev zstd fio e2fsprogs util-linux iproute2 kmod
       libcurl4-openssl-dev libssl-dev nginx-light curl
       qemu-system-x86 qemu-system-common busybox-static xz-utils file python3-venv gnuplot-nox
-      prometheus)  # promtool: the metrics section checks the exposition with `promtool check metrics`
+      aria2 nbdkit nbd-client prometheus)  # promtool: the metrics section checks the exposition with `promtool check metrics`
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

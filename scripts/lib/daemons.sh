@@ -7,6 +7,7 @@
 # The caller sets BIN (the vduse-blk binary), W (work dir: daemon logs go there)
 # and may set PEER (vduse-blk, the default, or qsd: the kind dev_start starts)
 # and DEV_TIMEOUT (seconds to wait for a device, default 30).
+# dev_start sets DEV_CREATED_NS (date +%s%N) once /dev/vduse/NAME appears.
 # Per device NAME: DPID[NAME] (daemon pid, empty once stopped), DLOG[NAME] (its
 # stderr), DDEV[NAME] (vdX), DKIND[NAME] (vduse-blk or qsd); CUR is the NAME
 # dev_start saw last.
@@ -115,6 +116,7 @@ dev_start() {
     dev_running "$name" || break; sleep 0.1
   done
   [[ -c /dev/vduse/$name ]] || return 1
+  DEV_CREATED_NS=$(date +%s%N)   # /dev/vduse/NAME is there (benchmarks time the phases)
   ((attach)) || return 0
   if [[ $kind == qsd ]]; then vdpa dev add name "$name" mgmtdev vduse >>"$log" 2>&1 || return 1; fi
   local spec=vdpa:$name

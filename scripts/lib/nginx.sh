@@ -5,6 +5,9 @@
 #
 # nginx_start ROOT PORT WORKDIR: starts it in the background (NGINX_PID), waits
 # until it answers; returns 1 if it does not within 10 s. nginx_stop stops it.
+# Optional: NGINX_HTTP_EXTRA is inserted into the http block as is (e.g.
+# "limit_rate 32m;", a log_format), NGINX_ACCESS_LOG replaces "off" (e.g.
+# "PATH FORMAT"); bench-model-load.sh uses both.
 nginx_start() {
   local root=$1 port=$2 work=$3 i
   ip link set lo up 2>/dev/null
@@ -14,7 +17,8 @@ daemon off; master_process off; user root; worker_processes 1; pid $work/nginx.p
 error_log $work/logs/error.log warn;
 events { worker_connections 256; }
 http {
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000; etag on;
+  ${NGINX_HTTP_EXTRA:-}
+  access_log ${NGINX_ACCESS_LOG:-off}; sendfile on; tcp_nopush on; keepalive_requests 100000; etag on;
   client_body_temp_path $work/tmp; proxy_temp_path $work/tmp; fastcgi_temp_path $work/tmp;
   uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;
   server { listen 127.0.0.1:$port; root $root; }
