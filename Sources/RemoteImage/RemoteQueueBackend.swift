@@ -43,6 +43,8 @@ final class RemoteBaseReader: OverlaidBaseReader {
         /// The last chunk read (sequential detection) and the highest one readahead asked the pool for.
         var lastChunk = -2
         var readaheadMark = -1
+        /// The most chunks a read may span and still park on the pool.
+        let maxParkedSpan: Int
 
         init(image: SeekableImage, source: LocalRemoteSource, cache: ChunkCache?,
              pool: DecompressionPool?) throws(ImageError) {
@@ -50,6 +52,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
             decoder = try ChunkDecoder(image: image, source: source)
             self.cache = cache
             self.pool = cache == nil ? nil : pool
+            maxParkedSpan = DecompressionPool.maxParkedSpan(cache: cache)
             buffer = .allocate(byteCount: image.chunkSize, alignment: 4096)
         }
 
@@ -135,6 +138,8 @@ final class RemoteBaseReader: OverlaidBaseReader {
         var position = start
         var parked = false
         var asked = 0
+        let span = z.image.chunk(containing: end - 1) - z.image.chunk(containing: start) + 1
+        let pool = span <= z.maxParkedSpan ? z.pool : nil
         while position < end {
             let index = z.image.chunk(containing: position)
             let chunkStart = z.image.chunkStart(index)
@@ -143,7 +148,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
             position += UInt64(length)
             if parked {
                 // Already waiting for the pool: only ask for more of this read's chunks whose frames are local.
-                guard let pool = z.pool, asked < 2 * pool.threadCount, z.cache?.contains(index) != true,
+                guard let pool, asked < 2 * pool.threadCount, z.cache?.contains(index) != true,
                       frameIsLocal(z, index) else { continue }
                 asked += 1
                 _ = pool.submit(index, waiter: slot)
@@ -151,7 +156,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
             }
             let hit = z.cache?.withChunk(index) { cursor.copyIn(from: $0 + within, length: length) } ?? false
             if !hit {
-                if let pool = z.pool {
+                if let pool {
                     let frame = z.frameChunks(index, shift: store.chunkShift)
                     if let absent = frame.first(where: { !store.isLocal($0) }) {
                         requestMissing(from: absent, through: frame.upperBound)

@@ -27,6 +27,11 @@ public final class DecompressionPool: Sendable {
     /// The least cache a pool is used with (chunks), so a decoded chunk is
     /// rarely evicted before the read that asked for it copies it.
     public static let minimumCacheChunks = 16
+    /// The most chunks one read may span and still be handed to the pool
+    /// with `cache`: a parked read is retried from its start, so its chunks
+    /// must all fit in the cache at once, with room for other queues' chunks
+    /// (an eighth of it; 0 without a cache). Longer reads decode inline.
+    public static func maxParkedSpan(cache: ChunkCache?) -> Int { (cache?.capacityChunks ?? 0) / 8 }
     /// Waker slots (one bit of a 64-bit mask each).
     public static let maxWaiters = 64
     /// Worker threads by default: the online CPUs, at least 2, at most 8.

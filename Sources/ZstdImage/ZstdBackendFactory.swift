@@ -52,7 +52,7 @@ public struct ZstdBackendFactory: BlockBackendFactory {
     public let cache: ChunkCache?
     let overlay: Overlay?
     /// Decodes cache misses off the queue threads (nil: inline decoding).
-    let pool: DecompressionPool?
+    public let pool: DecompressionPool?
 
     public var summary: String {
         var parts = ["zstd:\(options.imagePath)"]

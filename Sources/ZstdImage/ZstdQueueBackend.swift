@@ -32,6 +32,10 @@ final class ZstdBaseReader: OverlaidBaseReader {
     private var readaheadMark = -1
     /// The first chunk the last parked read waits for.
     private var pendingChunk = -1
+    /// The most chunks a read may span and still park: a parked read is
+    /// retried from its start, so all its chunks must fit in the cache at
+    /// once with room to spare. Longer reads decode inline.
+    private let maxParkedSpan: Int
 
     /// - Parameters:
     ///   - pool: decodes misses off this thread (needs `cache`); nil decodes inline.
@@ -53,6 +57,7 @@ final class ZstdBaseReader: OverlaidBaseReader {
         } else {
             waker = nil
         }
+        maxParkedSpan = DecompressionPool.maxParkedSpan(cache: cache)
         decoder = try ChunkDecoder(image: image)
         chunkBuffer = .allocate(byteCount: image.chunkSize, alignment: 4096)
     }
@@ -87,6 +92,7 @@ final class ZstdBaseReader: OverlaidBaseReader {
         var position = start
         var parked = false
         var asked = 0
+        let pool = image.chunk(containing: end - 1) - image.chunk(containing: start) < maxParkedSpan ? self.pool : nil
         while position < end {
             let index = image.chunk(containing: position)
             let chunkStart = image.chunkStart(index)
@@ -103,7 +109,7 @@ final class ZstdBaseReader: OverlaidBaseReader {
             if index == bufferedChunk {
                 cursor.copyIn(from: chunkBuffer + within, length: length)
             } else if cache?.withChunk(index, { cursor.copyIn(from: $0 + within, length: length) }) != true {
-                switch miss(index, within: within, length: length, into: &cursor) {
+                switch miss(index, pool: pool, within: within, length: length, into: &cursor) {
                 case 0: break
                 case -EAGAIN:
                     parked = true
@@ -122,7 +128,8 @@ final class ZstdBaseReader: OverlaidBaseReader {
 
     /// A cache miss of chunk `index`: handed to the pool (-EAGAIN), or
     /// decoded here and its bytes copied (0), or -EIO.
-    private func miss(_ index: Int, within: Int, length: Int, into cursor: inout IovecCursor) -> Int32 {
+    private func miss(_ index: Int, pool: DecompressionPool?, within: Int, length: Int,
+                      into cursor: inout IovecCursor) -> Int32 {
         // The chunk this queue last waited for, decoded and already evicted: decode it here (progress).
         if let pool, !(index == pendingChunk && !pool.isPending(index)) {
             switch pool.submit(index, waiter: slot) {
