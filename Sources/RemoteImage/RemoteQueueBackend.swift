@@ -135,25 +135,18 @@ final class RemoteBaseReader: OverlaidBaseReader {
     }
 
     private func readCompressed(_ z: ZstdLayer, from start: UInt64, to end: UInt64, into cursor: inout IovecCursor) -> Int32 {
-        var position = start
-        var parked = false
-        var asked = 0
-        let span = z.image.chunk(containing: end - 1) - z.image.chunk(containing: start) + 1
+        let first = z.image.chunk(containing: start)
+        let span = z.image.chunk(containing: end - 1) - first + 1
         let pool = span <= z.maxParkedSpan ? z.pool : nil
+        // Several chunks: ask for all missing ones at once, copy nothing until all are there.
+        if let pool, span > 1, !allDecoded(z, first..<(first + span), pool: pool) { return -EAGAIN }
+        var position = start
         while position < end {
             let index = z.image.chunk(containing: position)
             let chunkStart = z.image.chunkStart(index)
             let within = Int(position - chunkStart)
             let length = Int(min(end, chunkStart + UInt64(z.image.header.chunkLength(index))) - position)
             position += UInt64(length)
-            if parked {
-                // Already waiting for the pool: only ask for more of this read's chunks whose frames are local.
-                guard let pool, asked < 2 * pool.threadCount, z.cache?.contains(index) != true,
-                      frameIsLocal(z, index) else { continue }
-                asked += 1
-                _ = pool.submit(index, waiter: slot)
-                continue
-            }
             let hit = z.cache?.withChunk(index) { cursor.copyIn(from: $0 + within, length: length) } ?? false
             if !hit {
                 if let pool {
@@ -164,9 +157,8 @@ final class RemoteBaseReader: OverlaidBaseReader {
                     }
                     switch pool.submit(index, waiter: slot) {
                     case .queued:
-                        parked = true
                         missing = -2 - index
-                        continue
+                        return -EAGAIN
                     case .failed:
                         discardFrame(z, index)
                         return -EAGAIN
@@ -181,11 +173,44 @@ final class RemoteBaseReader: OverlaidBaseReader {
                 }
             }
             if index != z.lastChunk {
-                if index == z.lastChunk + 1 { readAheadDecoded(z, after: index) }
+                if index == z.lastChunk + 1 { readAheadDecoded(z, after: index, span: span) }
                 z.lastChunk = index
             }
         }
-        return parked ? -EAGAIN : 0
+        return 0
+    }
+
+    /// Whether every chunk of `chunks` is in the decompressed cache; if not,
+    /// asks for what is missing (frames from the store, decodes from the
+    /// pool) and sets `missing` to what the read waits for.
+    private func allDecoded(_ z: ZstdLayer, _ chunks: Range<Int>, pool: DecompressionPool) -> Bool {
+        guard let cache = z.cache else { return true }
+        var absentObject = -1, queued = -1
+        for index in chunks where !cache.contains(index) {
+            let frame = z.frameChunks(index, shift: store.chunkShift)
+            if let absent = frame.first(where: { !store.isLocal($0) }) {
+                for c in absent...frame.upperBound where c == absent || !store.isLocal(c) {
+                    store.request(c, waiter: slot, urgent: true)
+                }
+                if absentObject < 0 { absentObject = absent }
+                continue
+            }
+            switch pool.submit(index, waiter: slot) {
+            case .queued: if queued < 0 { queued = index }
+            case .failed:
+                discardFrame(z, index)
+                if absentObject < 0 { absentObject = frame.lowerBound }
+            case .ready, .full: break  // the copy loop copies or decodes it
+            }
+        }
+        if absentObject >= 0 {
+            missing = absentObject
+        } else if queued >= 0 {
+            missing = -2 - queued
+        } else {
+            return true
+        }
+        return false
     }
 
     /// Decodes chunk `index` on this thread and copies its bytes: nil when
@@ -218,11 +243,13 @@ final class RemoteBaseReader: OverlaidBaseReader {
         return true
     }
 
-    /// On a sequential step into chunk `index`, asks the pool for the next
-    /// chunks (as many as it has workers) whose frames are local.
-    private func readAheadDecoded(_ z: ZstdLayer, after index: Int) {
+    /// On a sequential step into chunk `index` by a read spanning `span`
+    /// chunks, asks the pool for the next chunks whose frames are local: as
+    /// many as the read spans (the next read's), at least two per worker.
+    private func readAheadDecoded(_ z: ZstdLayer, after index: Int, span: Int) {
         guard readahead > 0, let pool = z.pool, let cache = z.cache else { return }
-        let last = min(z.image.chunkCount - 1, index + pool.threadCount)
+        let window = min(max(2 * pool.threadCount, span), max(1, z.maxParkedSpan))
+        let last = min(z.image.chunkCount - 1, index + window)
         var next = z.readaheadMark >= index && z.readaheadMark <= last ? z.readaheadMark + 1 : index + 1
         while next <= last {
             if !cache.contains(next) {

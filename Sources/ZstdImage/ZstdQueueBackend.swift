@@ -86,44 +86,64 @@ final class ZstdBaseReader: OverlaidBaseReader {
     }
 
     /// Copies base bytes `[from, to)` out of their chunks; -EAGAIN when some
-    /// chunk is being decoded by the pool (every missing chunk of the range
-    /// is then asked for at once, so they decode in parallel).
+    /// chunk is being decoded by the pool. A read spanning several chunks
+    /// first asks for every missing one at once (they decode in parallel)
+    /// and copies nothing until all are there, so a read woken once per
+    /// decoded chunk never copies its first chunks again and again.
     func readBase(from start: UInt64, to end: UInt64, into cursor: inout IovecCursor) -> Int32 {
+        let first = image.chunk(containing: start)
+        let span = image.chunk(containing: end - 1) - first + 1
+        let pool = span <= maxParkedSpan ? self.pool : nil
+        if let pool, span > 1 {
+            switch requestMissing(first..<(first + span), pool: pool) {
+            case 0: break
+            case let rc: return rc
+            }
+        }
         var position = start
-        var parked = false
-        var asked = 0
-        let pool = image.chunk(containing: end - 1) - image.chunk(containing: start) < maxParkedSpan ? self.pool : nil
         while position < end {
             let index = image.chunk(containing: position)
             let chunkStart = image.chunkStart(index)
             let within = Int(position - chunkStart)
             let length = Int(min(end, chunkStart + UInt64(image.header.chunkLength(index))) - position)
             position += UInt64(length)
-            if parked {
-                // Already waiting: only ask for the rest of this read's chunks.
-                guard let pool, asked < 2 * pool.threadCount, cache?.contains(index) != true else { continue }
-                asked += 1
-                if pool.submit(index, waiter: slot) == .failed { return -EIO }
-                continue
-            }
             if index == bufferedChunk {
                 cursor.copyIn(from: chunkBuffer + within, length: length)
             } else if cache?.withChunk(index, { cursor.copyIn(from: $0 + within, length: length) }) != true {
                 switch miss(index, pool: pool, within: within, length: length, into: &cursor) {
                 case 0: break
                 case -EAGAIN:
-                    parked = true
                     pendingChunk = index
-                    continue
+                    return -EAGAIN
                 case let rc: return rc
                 }
             }
             if index != lastChunk {
-                if index == lastChunk + 1 { readAhead(after: index) }
+                if index == lastChunk + 1 { readAhead(after: index, span: span) }
                 lastChunk = index
             }
         }
-        return parked ? -EAGAIN : 0
+        return 0
+    }
+
+    /// Asks the pool for every chunk of `chunks` not in the cache: -EAGAIN
+    /// if some are being decoded, 0 if all are there (or left to the copy
+    /// loop to decode inline), -EIO if one failed.
+    private func requestMissing(_ chunks: Range<Int>, pool: DecompressionPool) -> Int32 {
+        guard let cache else { return 0 }
+        var waiting = -1
+        for index in chunks where !cache.contains(index) {
+            // The chunk this queue last waited for, decoded and already evicted: the copy loop decodes it (progress).
+            if index == pendingChunk && !pool.isPending(index) { continue }
+            switch pool.submit(index, waiter: slot) {
+            case .queued: if waiting < 0 { waiting = index }
+            case .failed: return -EIO
+            case .ready, .full: break
+            }
+        }
+        guard waiting >= 0 else { return 0 }
+        pendingChunk = waiting
+        return -EAGAIN
     }
 
     /// A cache miss of chunk `index`: handed to the pool (-EAGAIN), or
@@ -160,11 +180,13 @@ final class ZstdBaseReader: OverlaidBaseReader {
         return 0
     }
 
-    /// On a sequential step into chunk `index`, asks the pool for the next
-    /// chunks (as many as it has workers) that are not asked for yet.
-    private func readAhead(after index: Int) {
+    /// On a sequential step into chunk `index` by a read spanning `span`
+    /// chunks, asks the pool for the next chunks not asked for yet: as many
+    /// as the read spans (the next read's), at least two per worker.
+    private func readAhead(after index: Int, span: Int) {
         guard readahead, let pool, let cache else { return }
-        let last = min(image.chunkCount - 1, index + pool.threadCount)
+        let window = min(max(2 * pool.threadCount, span), max(1, maxParkedSpan))
+        let last = min(image.chunkCount - 1, index + window)
         var next = readaheadMark >= index && readaheadMark <= last ? readaheadMark + 1 : index + 1
         while next <= last {
             if !cache.contains(next) { _ = pool.submit(next, waiter: nil) }
