@@ -99,7 +99,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
     func parkTicket() -> ParkTicket? {
         // Nothing is fetched any more once the object changed: no wake-up would ever come.
         if store.objectChanged.load(ordering: .relaxed) { return nil }
-        RemoteStats.bump(store.stats.parkedReads)
+        if missing >= 0 { RemoteStats.bump(store.stats.parkedReads) }  // not the waits for the decompression pool
         return ParkTicket(unit: missing, serial: store.failureSerial)
     }
 
@@ -112,7 +112,8 @@ final class RemoteBaseReader: OverlaidBaseReader {
     }
 
     func awaitsPendingWork(_ ticket: ParkTicket) -> Bool {
-        // Units below -1 are decompressed chunks parked on the pool (-2 - index).
+        // Units below -1 are decompressed chunks parked on the pool (-2 - index), others object chunks.
+        if ticket.unit >= 0 { return store.isInFlight(ticket.unit) }
         guard ticket.unit < -1, let pool = zstd?.pool else { return false }
         return pool.isPending(-2 - ticket.unit)
     }
