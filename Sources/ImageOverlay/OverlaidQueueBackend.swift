@@ -31,6 +31,11 @@ public protocol OverlaidBaseReader: AnyObject {
     /// A parked read's retry returned -EAGAIN again: false gives up (EIO).
     /// May update the ticket (the chunk now missing).
     func keepWaiting(_ ticket: inout ParkTicket) -> Bool
+
+    /// After `keepWaiting`: true when what the ticket waits for is still
+    /// being produced (the wake-up was for another read), so this retry does
+    /// not count against the retry limit (the deadline still applies).
+    func awaitsPendingWork(_ ticket: ParkTicket) -> Bool
 }
 
 extension OverlaidBaseReader {
@@ -39,6 +44,7 @@ extension OverlaidBaseReader {
     public func takeWake() -> Bool { false }
     public func parkTicket() -> ParkTicket? { nil }
     public func keepWaiting(_ ticket: inout ParkTicket) -> Bool { false }
+    public func awaitsPendingWork(_ ticket: ParkTicket) -> Bool { false }
 }
 
 /// What a parked read waits for, in the base reader's own terms.
@@ -88,7 +94,8 @@ public final class OverlaidQueueBackend<Base: OverlaidBaseReader>: QueueBackend 
     private let parked: UnsafeMutablePointer<ParkedRead>
     private var parkedCount = 0
     private let parkTimeout: Double
-    /// Retries of one parked read before it fails (each retry follows a wake-up).
+    /// Retries of one parked read before it fails (each retry follows a
+    /// wake-up; retries while its work is still pending do not count).
     private static var maxRetries: Int { 64 }
 
     /// - Parameters:
@@ -201,7 +208,7 @@ public final class OverlaidQueueBackend<Base: OverlaidBaseReader>: QueueBackend 
             var rc = read(offset: op.offset, total: op.total, iovecs: op.iovecs, count: op.count)
             if rc == -EAGAIN {
                 if base.keepWaiting(&op.ticket), now <= op.deadline, op.attempts < Self.maxRetries {
-                    op.attempts += 1
+                    if !base.awaitsPendingWork(op.ticket) { op.attempts += 1 }
                     parked[i] = op
                     i += 1
                     continue

@@ -23,6 +23,8 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
     let overlay: Overlay?
     let zstdImage: SeekableImage?
     let zstdCache: ChunkCache?
+    /// Decodes decompressed-cache misses off the queue threads (zstd images).
+    let zstdPool: DecompressionPool?
     private var prefetcher: RemotePrefetcher?
     private var tracePrefetcher: RemotePrefetcher?
     /// `record-trace=`: the guest's access order, written at shutdown.
@@ -94,7 +96,20 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
                     throw RemoteError.image("\(endpoint.displayName) holds \(image.logicalSize) bytes, not whole sectors")
                 }
                 zstdImage = image
-                zstdCache = ChunkCache(capacityBytes: ZstdBackendOptions.defaultCacheBytes, chunkSize: image.chunkSize)
+                let cacheBytes = options.decompressedCacheBytes
+                    ?? ZstdBackendOptions.defaultCacheBytes(logicalSize: image.logicalSize)
+                let cache = ChunkCache(capacityBytes: cacheBytes, chunkSize: image.chunkSize)
+                zstdCache = cache
+                if let cache, cache.capacityChunks >= DecompressionPool.minimumCacheChunks {
+                    let name = endpoint.displayName
+                    do {
+                        zstdPool = try DecompressionPool(image: image, cache: cache) {
+                            LocalRemoteSource(store: store, name: name)
+                        }
+                    } catch { throw RemoteError.image("\(name): \(error.description)") }
+                } else {
+                    zstdPool = nil
+                }
                 base = OverlayBase(image: image)
             } else {
                 guard object.size % 512 == 0 else {
@@ -102,6 +117,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
                 }
                 zstdImage = nil
                 zstdCache = nil
+                zstdPool = nil
                 base = OverlayBase(logicalSize: object.size, chunkSize: 512,
                                    contentDigest: XXH64.hash(Array("\(endpoint.displayName)|\(object.validator)".utf8)),
                                    name: endpoint.displayName)
@@ -179,7 +195,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
             throw .invalidSpec("remote backend supports at most \(RemoteChunkStore.blockingSlot) queues")
         }
         do {
-            let reader = try RemoteBaseReader(store: store, zstdImage: zstdImage, zstdCache: zstdCache,
+            let reader = try RemoteBaseReader(store: store, zstdImage: zstdImage, zstdCache: zstdCache, pool: zstdPool,
                                               slot: queueIndex, readahead: readaheadWindow, recorder: recorder)
             return RemoteQueueBackend(base: reader, overlay: overlay, capacityBytes: geometry.capacityBytes,
                                       depth: depth, parkTimeout: options.requestTimeoutSeconds * 2 + 1)

@@ -16,7 +16,7 @@ final class BlockingRemoteSource: ImageByteSource, @unchecked Sendable {
     init(store: RemoteChunkStore, name: String) throws(RemoteError) {
         self.store = store
         sourceName = name
-        waker = try QueueWaker()
+        do { waker = try QueueWaker() } catch { throw .system(error) }
         spare = .allocate(byteCount: store.chunkSize, alignment: 4096)
         store.register(waker, slot: RemoteChunkStore.blockingSlot)
     }

@@ -157,6 +157,9 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
     func startFetchers() { for f in fetchers { f.start() } }
     func stopFetchers() { for f in fetchers { f.stop() } }
 
+    /// Whether a fetch of `chunk` is queued or running.
+    func isInFlight(_ chunk: Int) -> Bool { state.withLock { $0.inFlight[chunk] != nil } }
+
     /// The current failure serial: a waiter remembers it and later asks `failedSince`.
     var failureSerial: UInt64 { state.withLock { $0.failureSerial } }
 

@@ -21,6 +21,10 @@ public struct RemoteOptions: Sendable, Equatable {
     public var chunkSize: Int = 1 << 20
     /// Bytes of the in-memory LRU tier.
     public var memoryBytes: UInt64 = 256 << 20
+    /// Bytes of decompressed chunks of a zstd image to keep in memory (0: no
+    /// cache, frames are decompressed on the queue threads; nil: the image's
+    /// size, up to an eighth of physical memory, at least 64 MiB).
+    public var decompressedCacheBytes: UInt64?
     /// Directory of the disk tier (nil: no disk tier).
     public var cacheDirectory: String? = RemoteOptions.defaultCacheDirectory
     /// Bytes the disk tier's data file may hold (nil: as large as the object).
@@ -67,9 +71,9 @@ public struct RemoteOptions: Sendable, Equatable {
     public init(url: String) { self.url = url }
 
     public static let knownOptions = [
-        "format=auto|raw|zstd", "chunk=SIZE", "memory=SIZE", "cache-dir=PATH|none", "cache-size=SIZE", "overlay=PATH",
-        "connections=N", "fetch-threads=N", "readahead=CHUNKS", "readahead-max=CHUNKS", "prefetch=RATE",
-        "record-trace=PATH", "prefetch-trace=PATH", "timeout=SECONDS", "attempts=N",
+        "format=auto|raw|zstd", "chunk=SIZE", "memory=SIZE", "decompressed-cache=SIZE", "cache-dir=PATH|none",
+        "cache-size=SIZE", "overlay=PATH", "connections=N", "fetch-threads=N", "readahead=CHUNKS",
+        "readahead-max=CHUNKS", "prefetch=RATE", "record-trace=PATH", "prefetch-trace=PATH", "timeout=SECONDS", "attempts=N",
         "connect-timeout=SECONDS", "stall=SECONDS", "style=path|virtual", "endpoint=URL", "region=NAME", "cafile=PATH",
     ]
 
@@ -112,6 +116,10 @@ public struct RemoteOptions: Sendable, Equatable {
             chunkSize = Int(size)
         case "memory":
             memoryBytes = try ByteSize.parse(value)
+        case "decompressed-cache":
+            let size = try ByteSize.parse(value)
+            guard size <= 1 << 50 else { throw .invalidSpec("decompressed-cache must be at most 1P") }
+            decompressedCacheBytes = size
         case "cache-dir":
             guard !value.isEmpty else { throw .invalidSpec("cache-dir needs a path (or none)") }
             cacheDirectory = value == "none" ? nil : value

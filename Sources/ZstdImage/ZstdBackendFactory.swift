@@ -9,19 +9,35 @@ public struct ZstdBackendOptions: Sendable, Equatable {
     public var imagePath: String
     /// The overlay taking writes; nil serves the image read-only.
     public var overlayPath: String?
-    /// Bytes of decompressed chunks to cache (0: no shared cache).
-    public var cacheBytes: UInt64
-    /// Decompress the next chunk in the background on sequential reads.
+    /// Bytes of decompressed chunks to cache (0: no shared cache, chunks are
+    /// decompressed inline; nil: `defaultCacheBytes(logicalSize:)`).
+    public var cacheBytes: UInt64?
+    /// Decompress the next chunks in the background on sequential reads.
     public var readahead: Bool
+    /// Decompression worker threads (nil: `DecompressionPool.defaultThreads`;
+    /// 0: decompress on the queue threads).
+    public var decodeThreads: Int?
 
-    public static let defaultCacheBytes: UInt64 = 64 << 20
+    /// The smallest default cache.
+    public static let minimumDefaultCacheBytes: UInt64 = 64 << 20
 
-    public init(imagePath: String, overlayPath: String? = nil, cacheBytes: UInt64 = defaultCacheBytes,
-                readahead: Bool = true) {
+    /// The default decompressed-chunk cache for an image of `logicalSize`
+    /// bytes: the whole image if it fits in an eighth of the physical memory
+    /// (at least 64 MiB), so warm reads never decompress again.
+    public static func defaultCacheBytes(logicalSize: UInt64) -> UInt64 {
+        let pages = UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES))))
+        let pageSize = UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
+        let budget = max(minimumDefaultCacheBytes, pages.multipliedReportingOverflow(by: pageSize).partialValue / 8)
+        return min(logicalSize, budget)
+    }
+
+    public init(imagePath: String, overlayPath: String? = nil, cacheBytes: UInt64? = nil,
+                readahead: Bool = true, decodeThreads: Int? = nil) {
         self.imagePath = imagePath
         self.overlayPath = overlayPath
         self.cacheBytes = cacheBytes
         self.readahead = readahead
+        self.decodeThreads = decodeThreads
     }
 }
 
@@ -35,7 +51,8 @@ public struct ZstdBackendFactory: BlockBackendFactory {
     /// The shared chunk cache (nil when `cacheBytes` is below one chunk).
     public let cache: ChunkCache?
     let overlay: Overlay?
-    let prefetcher: ChunkPrefetcher?
+    /// Decodes cache misses off the queue threads (nil: inline decoding).
+    public let pool: DecompressionPool?
 
     public var summary: String {
         var parts = ["zstd:\(options.imagePath)"]
@@ -61,12 +78,14 @@ public struct ZstdBackendFactory: BlockBackendFactory {
         } else {
             overlay = nil
         }
-        let cache = ChunkCache(capacityBytes: options.cacheBytes, chunkSize: image.chunkSize)
+        let cacheBytes = options.cacheBytes ?? ZstdBackendOptions.defaultCacheBytes(logicalSize: image.logicalSize)
+        let cache = ChunkCache(capacityBytes: cacheBytes, chunkSize: image.chunkSize)
         self.cache = cache
-        if options.readahead, let cache, cache.capacityChunks >= 4 {
-            prefetcher = try ChunkPrefetcher(image: image, cache: cache)
+        let threads = options.decodeThreads ?? DecompressionPool.defaultThreads
+        if threads > 0, let cache, cache.capacityChunks >= DecompressionPool.minimumCacheChunks {
+            pool = try DecompressionPool(image: image, cache: cache, threads: threads)
         } else {
-            prefetcher = nil
+            pool = nil
         }
         let writable = overlay != nil
         geometry = BackendGeometry(capacityBytes: image.logicalSize, readOnly: !writable,
@@ -79,7 +98,7 @@ public struct ZstdBackendFactory: BlockBackendFactory {
         do {
             return try ZstdBackendFactory(options: ZstdBackendOptions(
                 imagePath: spec.image, overlayPath: spec.overlay,
-                cacheBytes: spec.cacheBytes ?? ZstdBackendOptions.defaultCacheBytes))
+                cacheBytes: spec.cacheBytes))
         } catch {
             throw BackendError(kind: error.isOverlayBusy ? .busy : .image, context: "zstd image \(spec.image)", source: error)
         }
@@ -90,12 +109,21 @@ public struct ZstdBackendFactory: BlockBackendFactory {
     public func makeQueueBackend(queueIndex: Int, depth: Int) throws(BackendError) -> any QueueBackend {
         guard depth > 0 && depth <= 32768 else { throw .invalidSpec("queue depth \(depth) is not in 1...32768") }
         do {
-            let reader = try ZstdBaseReader(image: image, cache: cache, readahead: prefetcher)
-            return ZstdQueueBackend(base: reader, overlay: overlay, capacityBytes: image.logicalSize, depth: depth)
+            let reader = try ZstdBaseReader(image: image, cache: cache, pool: pool, slot: queueIndex,
+                                            readahead: options.readahead)
+            return ZstdQueueBackend(base: reader, overlay: overlay, capacityBytes: image.logicalSize, depth: depth,
+                                    parkTimeout: Self.parkTimeout)
         } catch {
             throw .invalidSpec("zstd queue \(queueIndex): \(error.description)")
         }
     }
+
+    /// Seconds a read may wait for the pool before it fails (a decode takes
+    /// milliseconds; this only ends a read whose decode can never finish).
+    static let parkTimeout: Double = 120
+
+    /// (chunks decoded by the pool, pool decodes that failed); zeros without a pool.
+    public var poolStatistics: (decoded: Int, failed: Int) { pool?.statistics() ?? (0, 0) }
 
     /// Flushes the overlay (what a guest FLUSH does): 0 or a negated errno.
     @discardableResult

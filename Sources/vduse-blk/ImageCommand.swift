@@ -142,24 +142,43 @@ struct ImageCommand: ParsableCommand {
                 let file = try FileBackendFactory(path: raw, readOnly: true, engine: .sync)
                 try ReadBenchmark.readAll(factory: file)  // page cache warm
                 let fileRun = try ReadBenchmark.randomReads(factory: file, seconds: seconds, queues: queues, depth: depth)
+                // Cold, inline: no cache, every read decompresses its chunk on the queue thread.
                 let cold = try ZstdBackendFactory(options: ZstdBackendOptions(imagePath: image, cacheBytes: 0,
                                                                               readahead: false))
                 let coldRun = try ReadBenchmark.randomReads(factory: cold, seconds: seconds, queues: queues, depth: depth)
                 let size = cold.image.logicalSize
+                let chunk = UInt64(cold.image.chunkSize)
+                // Cold, pool: a cache of a few chunks per read in flight (nearly every read misses),
+                // misses decoded by the decompression pool while the reads park.
+                let poolChunks = UInt64(max(DecompressionPool.minimumCacheChunks * 4, 4 * queues * depth))
+                let pooled = try ZstdBackendFactory(options: ZstdBackendOptions(
+                    imagePath: image, cacheBytes: poolChunks * chunk, readahead: false))
+                let pooledRun = try ReadBenchmark.randomReads(factory: pooled, seconds: seconds, queues: queues, depth: depth)
+                let pooledDecodes = pooled.poolStatistics.decoded
                 let warm = try ZstdBackendFactory(options: ZstdBackendOptions(
-                    imagePath: image, cacheBytes: size + UInt64(cold.image.chunkSize) * 64, readahead: false))
+                    imagePath: image, cacheBytes: size + chunk * 64, readahead: false))
                 try ReadBenchmark.readAll(factory: warm)
                 let warmRun = try ReadBenchmark.randomReads(factory: warm, seconds: seconds, queues: queues, depth: depth)
+                let decodeRate = try ReadBenchmark.singleThreadDecodeRate(image: cold.image)
+                let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+                let bound = decodeRate * Double(cores)
                 func line(_ name: String, _ r: ReadBenchmark.Result) -> String {
                     let ratio = r.iops / max(fileRun.iops, 1e-9)
                     return "\(name) \(formatFixed(r.iops / 1000, 1))k IOPS  (\(formatFixed(ratio, 3))x file)"
                         + (r.failures > 0 ? "  \(r.failures) FAILED" : "")
                 }
                 print("4 KiB random reads, \(queues) queue(s), depth \(depth), \(formatFixed(seconds, 1)) s each, "
-                      + "chunk \(humanBytes(UInt64(cold.image.chunkSize))), image \(humanBytes(size))")
+                      + "chunk \(humanBytes(chunk)), image \(humanBytes(size))")
                 print(line("file (sync, page cache):", fileRun))
-                print(line("zstd cold (no cache):   ", coldRun))
+                print(line("zstd cold (inline):     ", coldRun))
+                print(line("zstd cold (pool):       ", pooledRun)
+                      + "  \(pooled.pool?.threadCount ?? 0) decode threads, cache \(humanBytes(poolChunks * chunk)), "
+                      + "\(formatFixed(Double(pooledDecodes) / Double(max(pooledRun.reads, 1)), 2)) decodes per read")
                 print(line("zstd warm (all cached): ", warmRun))
+                print("decompression: \(formatFixed(decodeRate, 0)) chunks/s on one thread "
+                      + "(\(formatFixed(decodeRate * Double(chunk) / 1048576, 0)) MiB/s); bound with \(cores) cores "
+                      + "\(formatFixed(bound / 1000, 1))k chunks/s; cold inline \(formatFixed(coldRun.iops / bound, 3))x, "
+                      + "cold pool \(formatFixed(pooledRun.iops / bound, 3))x of the bound")
             } catch {
                 printError("\(error)")
                 throw ExitCode.failure

@@ -185,6 +185,18 @@ final class RemoteBackendTests: XCTestCase {
             XCTAssertEqual(rc, Int32(length))
             XCTAssertEqual(bytes, Array(content[offset..<offset + length]), "offset \(offset)")
         }
+        // The decompressed cache holds the whole (small) image by default; its misses went to the pool.
+        XCTAssertEqual(UInt64(f.zstdCache?.capacityChunks ?? 0) * UInt64(f.zstdImage?.chunkSize ?? 0), UInt64(content.count))
+        XCTAssertGreaterThan(try XCTUnwrap(f.zstdPool).statistics().decoded, 0)
+        // Without a decompressed cache, frames decode inline on the queue thread.
+        let inline = try RemoteBackendFactory(options: RemoteOptions.parse(
+            url: nginx.url("disk.zst"), options: ["chunk=256K", "cache-dir=none", "decompressed-cache=0"]), logger: Logger(label: "test"))
+        defer { inline.shutdown() }
+        XCTAssertNil(inline.zstdPool)
+        let q2 = QueueDriver(try inline.makeQueueBackend(queueIndex: 0, depth: 16))
+        for (offset, length) in [(4096, 8192), (3 << 20, 128 << 10)] {
+            XCTAssertEqual(q2.read(UInt64(offset), length).bytes, Array(content[offset..<offset + length]), "offset \(offset)")
+        }
     }
 
     func testMissingObjectAndDeniedAccessFailOpenWithClearMessages() throws {

@@ -75,7 +75,11 @@ final class RemoteParsingTests: XCTestCase {
         XCTAssertEqual(o.prefetchBytesPerSecond, 10 << 20)
         XCTAssertEqual(o.requestTimeoutSeconds, 2.5)
         XCTAssertEqual(o.format, .zstd)
-        for bad in [["chunk=3M"], ["chunk=16K"], ["connections=0"], ["timeout=nan"], ["timeout=-1"], ["format=qcow2"],
+        XCTAssertNil(o.decompressedCacheBytes, "sized from the image and the memory by default")
+        XCTAssertEqual(try RemoteOptions.parse(url: "http://h/x", options: ["decompressed-cache=512M"]).decompressedCacheBytes,
+                       512 << 20)
+        XCTAssertEqual(try RemoteOptions.parse(url: "http://h/x", options: ["decompressed-cache=0"]).decompressedCacheBytes, 0)
+        for bad in [["decompressed-cache=lots"], ["decompressed-cache=-1"], ["decompressed-cache=2P"], ["chunk=3M"], ["chunk=16K"], ["connections=0"], ["timeout=nan"], ["timeout=-1"], ["format=qcow2"],
                     ["bogus=1"], ["chunk=1M", "chunk=2M"], ["noequals"], ["style=sideways"]] {
             XCTAssertThrowsError(try RemoteOptions.parse(url: "http://h/x", options: bad), "\(bad)")
         }

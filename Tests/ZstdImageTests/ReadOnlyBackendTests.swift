@@ -18,7 +18,8 @@ final class ReadOnlyBackendTests: XCTestCase {
             XCTAssertFalse(factory.geometry.supportsWriteZeroes)
             XCTAssertEqual(factory.geometry.capacityBytes, UInt64(raw.count))
             let queue = try QueueDriver(factory, depth: 4)
-            XCTAssertEqual(queue.queue.completionFD, -1, "synchronous: completions are ready at submit")
+            // Without a cache (or with one too small for the pool) chunks decode inline: completions are ready at submit.
+            XCTAssertEqual(queue.queue.completionFD == -1, factory.pool == nil)
             var rng = TestRandom(seed: cacheBytes + 1)
             for _ in 0..<200 {
                 let offset = rng.below(raw.count)
@@ -65,7 +66,14 @@ final class ReadOnlyBackendTests: XCTestCase {
                 var iov = iovec(iov_base: buffer, iov_len: length)
                 queues[q].prepareRead(offset: UInt64(offset), iovecs: &iov, count: 1, tag: 1)
                 queues[q].submit()
-                _ = completion.withUnsafeMutableBufferPointer { queues[q].reap(into: $0) }
+                // A miss parks until the pool decodes the chunk.
+                while completion.withUnsafeMutableBufferPointer({ queues[q].reap(into: $0) }) == 0 {
+                    var pfd = pollfd(fd: queues[q].completionFD, events: Int16(POLLIN), revents: 0)
+                    if poll(&pfd, 1, 100) > 0 {
+                        var value: UInt64 = 0
+                        _ = read(queues[q].completionFD, &value, 8)
+                    }
+                }
                 let ok = completion[0].result == Int32(length)
                     && memcmp(buffer, raw.withUnsafeBytes { $0.baseAddress! + offset }, length) == 0
                 if !ok { failures[q] += 1 }
@@ -89,7 +97,7 @@ final class ReadOnlyBackendTests: XCTestCase {
         let deadline = monotonicSeconds() + 5
         while !(factory.cache!.contains(8)) && monotonicSeconds() < deadline { usleep(1000) }
         XCTAssertTrue(factory.cache!.contains(8), "chunk 8 was not read ahead")
-        XCTAssertGreaterThan(factory.prefetcher?.prefetched ?? 0, 0)
+        XCTAssertGreaterThanOrEqual(factory.poolStatistics.decoded, 8)
     }
 }
 
