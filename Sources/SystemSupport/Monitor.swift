@@ -48,4 +48,7 @@ public final class Monitor: @unchecked Sendable {
     }
 
     public func broadcast() { pthread_cond_broadcast(condition) }
+
+    /// Wakes one waiter (the mutex should be held).
+    public func signal() { pthread_cond_signal(condition) }
 }

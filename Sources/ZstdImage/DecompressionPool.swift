@@ -165,7 +165,7 @@ final class PoolState: @unchecked Sendable {
         pending[index] = bit
         ring[(head + count) % capacity] = index
         count += 1
-        monitor.broadcast()
+        monitor.signal()  // one job, one worker
         return .queued
     }
 
