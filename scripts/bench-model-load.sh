@@ -191,7 +191,8 @@ mkfs.ext4 -q -F /dev/ram0 && mount /dev/ram0 "$DL" || die "no ext4 on /dev/ram0"
 modprobe nbd nbds_max=2 || die "modprobe nbd failed"
 
 HAVE_TRACE=0
-"$BIN" create --help 2>&1 | grep -q prefetch-trace && HAVE_TRACE=1
+# Not `| grep -q`: with pipefail, grep quitting early fails the pipeline (SIGPIPE).
+[[ $("$BIN" create --help 2>&1) == *prefetch-trace* ]] && HAVE_TRACE=1
 
 coproc RD { "$PY" "$HERE/lib/timed_read.py"; }
 RD_PID=$RD_PID

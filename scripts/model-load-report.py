@@ -131,13 +131,13 @@ def main() -> None:
     lines.append("")
     lines.append("ready: downloaded (a, b) or started and mounted (c-h); 1st / all: first block / every byte read;"
                  " (read): all - ready")
-    att = [f"({row}) {r['cold_attach_s']:.2f}" for row, r in res.items() if r["cold_attach_s"] is not None]
+    att = [f"({row}) {r['cold_attach_s']:.2f}" for row, r in res.items() if r["cold_attach_s"] is not None and row not in ("a", "b")]
     if att:
         lines.append("of ready, until the block device was there (daemon start + attach): " + ", ".join(att)
                      + (f"; `vduse-blk --help` alone: {float(meta['bin_help_s']):.2f} s" if "bin_help_s" in meta else "")
                      + (f" ({float(meta['bin_cold_load_s']):.2f} s with its libraries read over 9p after drop_caches:"
                         " every row's programs are loaded again before its clock starts)" if "bin_cold_load_s" in meta else ""))
-    crt = [f"({row}) {r['cold_created_s']:.2f}" for row, r in res.items() if r["cold_created_s"] is not None]
+    crt = [f"({row}) {r['cold_created_s']:.2f}" for row, r in res.items() if r["cold_created_s"] is not None and row not in ("a", "b")]
     if crt:
         lines.append("of that, until the daemon had created /dev/vduse/NAME (backend opened): " + ", ".join(crt))
     lines.append("limit = max(bytes that must cross [model file; zstd object for e, f] / (rate x conns), warm re-read)")
