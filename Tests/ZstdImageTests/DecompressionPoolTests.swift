@@ -38,12 +38,18 @@ final class DecompressionPoolTests: XCTestCase {
         return out
     }
 
-    func testPoolDecodesIntoTheCacheAndWakesTheWaiter() throws {
+    /// A 2-thread pool over the test image with a 1 MiB cache, and a waker registered in `slot`.
+    private func poolWithWaiter(slot: Int) throws -> (ChunkCache, DecompressionPool, QueueWaker) {
         let image = try SeekableImage.open(path: imagePath)
         let cache = try XCTUnwrap(ChunkCache(capacityBytes: 1 << 20, chunkSize: image.chunkSize))
         let pool = try DecompressionPool(image: image, cache: cache, threads: 2)
         let waker = try QueueWaker()
-        pool.register(waker, slot: 3)
+        pool.register(waker, slot: slot)
+        return (cache, pool, waker)
+    }
+
+    func testPoolDecodesIntoTheCacheAndWakesTheWaiter() throws {
+        let (cache, pool, waker) = try poolWithWaiter(slot: 3)
         XCTAssertEqual(pool.submit(5, waiter: 3), .queued)
         XCTAssertTrue(waitForWake(waker), "the pool never woke its waiter")
         XCTAssertEqual(cachedBytes(cache, 5), Array(raw[5 * 4096..<6 * 4096]))
@@ -58,7 +64,7 @@ final class DecompressionPoolTests: XCTestCase {
         let wakers = try (0..<8).map { _ in try QueueWaker() }
         for (slot, w) in wakers.enumerated() { pool.register(w, slot: slot) }
         pool.pause()  // every request of a chunk arrives while its decode is pending
-        nonisolated(unsafe) let shared = pool
+        let shared = pool
         runConcurrently(8) { slot in
             for chunk in 0..<32 { XCTAssertEqual(shared.submit(chunk, waiter: slot), .queued) }
         }
@@ -83,11 +89,7 @@ final class DecompressionPoolTests: XCTestCase {
 
     func testCorruptFrameIsReportedToItsWaiter() throws {
         try corruptFrame(9)
-        let image = try SeekableImage.open(path: imagePath)
-        let cache = try XCTUnwrap(ChunkCache(capacityBytes: 1 << 20, chunkSize: image.chunkSize))
-        let pool = try DecompressionPool(image: image, cache: cache, threads: 2)
-        let waker = try QueueWaker()
-        pool.register(waker, slot: 0)
+        let (cache, pool, waker) = try poolWithWaiter(slot: 0)
         XCTAssertEqual(pool.submit(9, waiter: 0), .queued)
         XCTAssertTrue(waitForWake(waker), "a failed decode must still wake its waiter")
         XCTAssertEqual(pool.submit(9, waiter: 0), .failed)
