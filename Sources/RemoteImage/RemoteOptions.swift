@@ -42,7 +42,7 @@ public struct RemoteOptions: Sendable, Equatable {
     public var prefetchBytesPerSecond: UInt64?
     /// Most chunks sequential readahead may reach ahead; the window doubles from
     /// `readaheadChunks` up to this while a reader stays sequential.
-    public var readaheadMaxChunks: Int = 32
+    public var readaheadMaxChunks: Int = 4
     /// Write the guest's chunk access order here when the daemon stops (nil: off).
     public var recordTracePath: String?
     /// Replay this recorded access order at start, ahead of the guest (nil: off).
