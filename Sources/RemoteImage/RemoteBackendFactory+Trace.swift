@@ -26,12 +26,8 @@ extension RemoteBackendFactory {
         guard let image = zstdImage else { return units }
         var seen = Set<Int>()
         var chunks: [Int] = []
-        let shift = UInt64(store.chunkShift)
-        for index in units {
-            let start = image.table.offsets[index]
-            let size = UInt64(image.table.frameSize(index))
-            guard size > 0 else { continue }
-            for c in Int(start >> shift)...Int((start + size - 1) >> shift) where seen.insert(c).inserted {
+        for index in units where image.table.frameSize(index) > 0 {
+            for c in image.objectChunks(ofFrame: index, shift: store.chunkShift) where seen.insert(c).inserted {
                 chunks.append(c)
             }
         }

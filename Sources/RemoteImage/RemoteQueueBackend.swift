@@ -61,11 +61,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
         deinit { buffer.deallocate() }
 
         /// Object chunks holding chunk `index`'s frame.
-        func frameChunks(_ index: Int, shift: Int) -> ClosedRange<Int> {
-            let first = image.table.offsets[index]
-            let end = first + UInt64(image.table.frameSize(index))
-            return Int(first >> UInt64(shift))...Int((max(end, first + 1) - 1) >> UInt64(shift))
-        }
+        func frameChunks(_ index: Int, shift: Int) -> ClosedRange<Int> { image.objectChunks(ofFrame: index, shift: shift) }
     }
 
     init(store: RemoteChunkStore, zstdImage: SeekableImage?, zstdCache: ChunkCache?, pool: DecompressionPool? = nil,
@@ -195,9 +191,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
         for index in chunks where !cache.contains(index) {
             let frame = z.frameChunks(index, shift: store.chunkShift)
             if let absent = frame.first(where: { !store.isLocal($0) }) {
-                for c in absent...frame.upperBound where c == absent || !store.isLocal(c) {
-                    store.request(c, waiter: slot, urgent: true)
-                }
+                requestMissing(from: absent, through: frame.upperBound)
                 if absentObject < 0 { absentObject = absent }
                 continue
             }
@@ -289,8 +283,7 @@ final class RemoteBaseReader: OverlaidBaseReader {
         }
         let objectChunkOfEnd: Int
         if let z = zstd {
-            let index = z.image.chunk(containing: end - 1)
-            objectChunkOfEnd = Int((z.image.table.offsets[index] + UInt64(z.image.table.frameSize(index)) - 1) >> UInt64(store.chunkShift))
+            objectChunkOfEnd = z.frameChunks(z.image.chunk(containing: end - 1), shift: store.chunkShift).upperBound
         } else {
             objectChunkOfEnd = Int((end - 1) >> UInt64(store.chunkShift))
         }
