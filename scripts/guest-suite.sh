@@ -116,12 +116,24 @@ else
   note "stand-in: $(qemu-storage-daemon --version | head -n 1)"
 fi
 
+# reclaim_work_space MARKER: the work dir lives in the guest's tmpfs (half
+# of its RAM); sections are independent, so what a section wrote there
+# (images, caches, patterns) is dropped once it ends. Logs stay for the host;
+# -xdev keeps find out of anything a section left mounted.
+reclaim_work_space() {
+  find "$W" -xdev -type f -newer "$1" ! -name '*.log' ! -name '*.err' -delete 2>/dev/null
+  find "$W" -xdev -mindepth 1 -type d -empty -delete 2>/dev/null
+}
+
 for f in "$SECTIONS"/[0-9][0-9]-*.sh; do
   name=${f##*/[0-9][0-9]-}; name=${name%.sh}
   want "$name" || continue
   # shellcheck source=/dev/null
   source "$f"
+  touch "$W/.section-start"
   "run_$name"
+  reclaim_work_space "$W/.section-start"
+  note "/dev/shm after $name: $(df -m --output=used,avail /dev/shm | awk 'NR == 2 { print $1 " MiB used, " $2 " MiB free" }')"
 done
 section "end"
 no_leftovers "at the end"
