@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
@@ -113,4 +115,37 @@ void vb_set_thread_name(const char *name) {
     strncpy(cut, name, sizeof(cut) - 1);
     cut[sizeof(cut) - 1] = 0;
     pthread_setname_np(pthread_self(), cut);
+}
+
+int vb_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+extern char **environ;
+
+int vb_spawn_with_output(int *pid, const char *path, char *const argv[], int out_fd) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    sigset_t empty, all;
+    pid_t child = 0;
+    int rc;
+    if ((rc = posix_spawn_file_actions_init(&actions)) != 0) return -rc;
+    if ((rc = posix_spawnattr_init(&attributes)) != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return -rc;
+    }
+    sigemptyset(&empty);
+    sigfillset(&all);
+    rc = posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&actions, out_fd, 2);
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    if (rc == 0) rc = posix_spawnattr_setsigmask(&attributes, &empty);
+    if (rc == 0) rc = posix_spawnattr_setsigdefault(&attributes, &all);
+    if (rc == 0) rc = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (rc == 0) rc = posix_spawn(&child, path, &actions, &attributes, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    if (rc != 0) return -rc;
+    *pid = child;
+    return 0;
 }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import Glibc
 
 /// The CLI's side of a device's control socket: one request line, one reply line.
@@ -32,10 +31,8 @@ enum ControlClient {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else { throw .noDaemon }
-        guard let data = try? JSONSerialization.data(withJSONObject: request, options: [.sortedKeys]) else {
-            throw .broken("request not encodable")
-        }
-        var line = [UInt8](data)
+        guard let text = JSONText.encode(request) else { throw .broken("request not encodable") }
+        var line = Array(text.utf8)
         line.append(0x0A)
         var sent = 0
         while sent < line.count {
@@ -65,7 +62,7 @@ enum ControlClient {
             if reply.count > 16 << 20 { throw .broken("reply too long") }
         }
         let first = reply[..<reply.firstIndex(of: 0x0A)!]
-        guard let object = try? JSONSerialization.jsonObject(with: Data(first)), let dict = object as? [String: Any] else {
+        guard let object = try? JSONText.parse(first), let dict = object as? [String: Any] else {
             throw .broken("the reply is not a JSON object")
         }
         return dict
@@ -100,9 +97,6 @@ enum ControlClient {
 
     /// One JSON line for scripts.
     static func jsonLine(_ object: Any) -> String {
-        guard JSONSerialization.isValidJSONObject(object),
-              let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
-              let text = String(data: data, encoding: .utf8) else { return "{}" }
-        return text
+        JSONText.encode(object) ?? "{}"
     }
 }

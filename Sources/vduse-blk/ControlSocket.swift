@@ -1,5 +1,4 @@
 import BlockBackends
-import Foundation
 import Glibc
 import SystemSupport
 
@@ -62,7 +61,7 @@ enum ControlProtocol {
                 let shrink: Bool
                 switch request["shrink"] {
                 case nil: shrink = false
-                case let b? where isJSONBool(b): shrink = (b as? Bool) ?? false
+                case let b as Bool: shrink = b
                 default: throw ControlError(code: "bad_request", message: "\"shrink\" must be true or false")
                 }
                 return (encode(ok: true, try target.resize(bytes: bytes, shrink: shrink)), false)
@@ -79,8 +78,8 @@ enum ControlProtocol {
 
     static func decode(_ line: [UInt8]) throws(ControlError) -> [String: Any] {
         let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(line), options: [])
+        do throws(JSONText.ParseError) {
+            object = try JSONText.parse(line)
         } catch {
             throw ControlError(code: "bad_json", message: "the request is not valid JSON")
         }
@@ -98,15 +97,8 @@ enum ControlProtocol {
                 throw ControlError(code: "bad_request", message: "\"size\": \(error.description)")
             }
         }
-        if !isJSONBool(value), let n = value as? UInt64, n > 0 { return n }
+        if let n = value as? UInt64, n > 0 { return n }
         throw ControlError(code: "bad_request", message: "\"size\" must be a positive whole number of bytes or a size string like \"10G\"")
-    }
-
-    /// True for JSON true/false (Foundation hands both booleans and numbers over as NSNumber).
-    static func isJSONBool(_ value: Any) -> Bool {
-        guard let n = value as? NSNumber else { return false }
-        return String(cString: n.objCType) == "c"
-
     }
 
     static func errorReply(_ e: ControlError) -> String {
@@ -116,11 +108,7 @@ enum ControlProtocol {
     static func encode(ok: Bool, _ fields: [String: Any]) -> String {
         var all = fields
         all["ok"] = ok
-        guard JSONSerialization.isValidJSONObject(all),
-              let data = try? JSONSerialization.data(withJSONObject: all, options: [.sortedKeys]),
-              let text = String(data: data, encoding: .utf8)
-        else { return #"{"error":"internal","message":"reply not encodable","ok":false}"# }
-        return text
+        return JSONText.encode(all) ?? #"{"error":"internal","message":"reply not encodable","ok":false}"#
     }
 }
 

@@ -39,7 +39,7 @@ struct DestroyCommand: ParsableCommand {
             }
         }
         if let message = ControlClient.errorMessage(reply) { fail("\(name): the daemon refused to stop: \(message)") }
-        let pid = Int32(reply["pid"] as? Int ?? 0)
+        let pid = Int32(truncatingIfNeeded: JSONText.unsigned(reply["pid"]) ?? 0)
         let deadline = time(nil) + timeout
         while Self.alive(pid) || access("/dev/vduse/\(name)", F_OK) == 0 {
             if time(nil) >= deadline {

@@ -1,6 +1,5 @@
 import BlockBackends
 import BlockEngine
-import Foundation
 import Glibc
 import Logging
 import VDUSEBlk
@@ -30,7 +29,7 @@ final class DeviceControlTarget: ControlTarget {
         if let rows = factory.statistics() {
             fields["backend"] = rows.map { [$0.0, $0.1] as [Any] }
         } else {
-            fields["backend"] = NSNull()
+            fields["backend"] = JSONText.null
         }
         fields["queues"] = device.queueCounters.map { Self.queueStats($0.snapshot(), index: $0.queueIndex) }
         return fields

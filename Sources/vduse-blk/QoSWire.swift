@@ -1,5 +1,4 @@
 import BlockEngine
-import Foundation
 
 /// QoS limits on the control socket: the `limits` object of `set`,
 /// `stats` and `info` (keys `iops`, `read_iops`, `write_iops`, `bps`,
@@ -41,7 +40,7 @@ enum QoSWire {
             do throws(QoSError) {
                 if let text = raw as? String {
                     out[name] = try QoSOptions.parse(name, text)
-                } else if !ControlProtocol.isJSONBool(raw), let n = raw as? UInt64 {
+                } else if let n = raw as? UInt64 {
                     try QoSLimits.check(name, n)
                     out[name] = n
                 } else {

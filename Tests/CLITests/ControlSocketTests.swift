@@ -170,7 +170,7 @@ final class ControlSocketTests: XCTestCase {
         assertError("{\"cmd\":", "bad_json")
         assertError("\u{1}\u{2}\u{ff}", "bad_json")
         assertError("[\"stats\"]", "bad_request")
-        assertError("42", "bad_json")
+        assertError("42", "bad_request")   // valid JSON (RFC 8259), not an object
         assertError("{}", "bad_request")
         assertError("{\"cmd\":7}", "bad_request")
         assertError("{\"cmd\":null}", "bad_request")

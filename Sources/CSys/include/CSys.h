@@ -67,6 +67,15 @@ int vb_io_o_nonblock(void);
 /* pthread_setname_np on the calling thread (the name is cut to 15 bytes). */
 void vb_set_thread_name(const char *name);
 
+/* ---- child processes ----------------------------------------------------- */
+/* pipe2(O_CLOEXEC). 0, or -errno. */
+int vb_pipe_cloexec(int fds[2]);
+/* posix_spawn of `path` with `argv` (NULL-terminated) and the caller's
+ * environment: stdout and stderr go to `out_fd`, every descriptor from 3 up
+ * is closed, signal mask empty and dispositions default. 0 and *pid, or
+ * -errno. */
+int vb_spawn_with_output(int *pid, const char *path, char *const argv[], int out_fd);
+
 /* ---- directories --------------------------------------------------------- */
 /* The name of a readdir() record, in place: a record can be shorter than
  * struct dirent, so copying the struct (as Swift's `pointee` does) reads past it. */

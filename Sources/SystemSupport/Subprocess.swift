@@ -1,0 +1,85 @@
+import CSys
+import Glibc
+
+/// Runs a helper program (the iproute2 `vdpa` tool) to completion and
+/// collects what it printed. Owns nothing past one call: a pipe, a
+/// posix_spawn'd child with default signal handling and an empty signal
+/// mask (the daemon blocks the signals it takes through signalfd), and no
+/// file descriptors besides stdin and the pipe.
+public enum Subprocess {
+    /// What a finished child left: its exit status (128 + signal when a
+    /// signal ended it) and its stdout and stderr together.
+    public struct Result: Sendable {
+        public var status: Int32
+        public var output: String
+    }
+
+    /// Runs `path` with `arguments` (argv[0] is `path`), waits for it and
+    /// returns its status and output (at most `outputLimit` bytes kept).
+    public static func run(_ path: String, _ arguments: [String], outputLimit: Int = 1 << 20) throws(SyscallError) -> Result {
+        var fds: [Int32] = [-1, -1]
+        _ = try sysCall("pipe2", returnsNegatedErrno: true) { vb_pipe_cloexec(&fds) }
+        defer { if fds[0] >= 0 { close(fds[0]) } }
+        let pid: pid_t
+        do {
+            defer { close(fds[1]) }
+            pid = try spawn(path, arguments, outputFD: fds[1])
+        }
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = sysCallResult { buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) } }
+            if n <= 0 { break }
+            if output.count < outputLimit { output.append(contentsOf: buffer[0..<min(n, outputLimit - output.count)]) }
+        }
+        var raw: Int32 = 0
+        _ = try sysCall("waitpid") { waitpid(pid, &raw, 0) }
+        // WIFEXITED / WEXITSTATUS / WTERMSIG, spelled out (macros in C).
+        let status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+        return Result(status: status, output: String(decoding: output, as: UTF8.self))
+    }
+
+    private static func spawn(_ path: String, _ arguments: [String], outputFD: Int32) throws(SyscallError) -> pid_t {
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: Int32 = 0
+        _ = try sysCall("posix_spawn \(path)", returnsNegatedErrno: true) {
+            vb_spawn_with_output(&pid, path, argv, outputFD)
+        }
+        return pid
+    }
+}
+
+/// Questions about paths answered with one or two system calls (sysfs
+/// reads in particular), returning nil or false where the path is missing.
+public enum PathQuery {
+    /// Whether `path` exists (any file type; symlinks followed).
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// Whether `path` is a file this process may execute.
+    public static func isExecutable(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && access(path, X_OK) == 0
+    }
+
+    /// The last component of where the symbolic link `path` points.
+    public static func linkTargetName(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return target.split(separator: "/").last.map(String.init)
+    }
+
+    /// The names in directory `path` (without . and ..), sorted.
+    public static func entries(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = String(cString: vb_dirent_name(entry))
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+}
