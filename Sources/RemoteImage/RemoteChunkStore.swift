@@ -179,12 +179,13 @@ public final class RemoteChunkStore: @unchecked Sendable, RangeFetcherDelegate {
 
     func fetched(_ job: FetchJob, buffer: inout UnsafeMutableRawPointer, length: Int) {
         memory.insert(job.chunk, buffer: &buffer)
-        diskWriter?.offer(job.chunk)
         let waiters: UInt64 = state.withLock { s in
             s.failures[job.chunk] = nil
             return s.inFlight.removeValue(forKey: job.chunk)?.waiters ?? 0
         }
         wake(mask: waiters)
+        // After the wake: a full disk queue holds this fetcher back, not the reader.
+        diskWriter?.offer(job.chunk)
     }
 
     func fetchFailed(_ job: FetchJob, reason: String, objectChanged changed: Bool) {
