@@ -149,7 +149,7 @@ trap cleanup EXIT
 mkdir -p "$W/www" "$MNT" "$DL"
 : >"$SAMPLES"
 sample() { echo "$*" >>"$SAMPLES"; }
-now_ns() { date +%s%N; }
+now_ns() { echo "${EPOCHREALTIME/./}000"; }   # no fork+exec of date (~0.15 s under TCG)
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # warm_tool ROW: load the row's programs into the page cache again after
 # drop_caches. The guest's / is the host's over 9p under TCG: loading

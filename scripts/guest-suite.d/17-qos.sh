@@ -113,7 +113,11 @@ sys.stdout.write(buf.decode())' "${VDUSE_BLK_RUN_DIR:-/run/vduse-blk}/$a.sock" 2
     if [[ $dev == "$a" ]]; then ra=$((ra + ${x:-0})); else rc2=$((rc2 + ${x:-0})); fi
   done
   note "A/B (IOPS, in order): ${runs[*]}; $a after 'set --limit-iops none' $((ra / 2)) on average, $c never limited $((rc2 / 2))"
-  if awk -v x="$ra" -v y="$rc2" 'BEGIN {exit !(y > 0 && x >= 0.8 * y)}'; then
+  # A limit left in force would hold $a near $iops IOPS (a few % of $c). Under
+  # TCG, on a busy host, the same two devices differ by up to ~25% between
+  # runs (0.76-1.1 seen), so the bar is 60%: it catches a limit not lifted,
+  # not a small slowdown (that is what the benchmarks measure).
+  if awk -v x="$ra" -v y="$rc2" 'BEGIN {exit !(y > 0 && x >= 0.6 * y)}'; then
     ok "qos: unlimited again, $a runs like the never-limited $c ($((ra / 2)) vs $((rc2 / 2)) IOPS)"
   else notok "qos: unlimited again, $a runs like the never-limited $c" "${runs[*]}"; fi
   for dev in "$a" "$b" "$c"; do stop_checks "$dev" "qos: $dev"; done

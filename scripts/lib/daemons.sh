@@ -7,7 +7,7 @@
 # The caller sets BIN (the vduse-blk binary), W (work dir: daemon logs go there)
 # and may set PEER (vduse-blk, the default, or qsd: the kind dev_start starts)
 # and DEV_TIMEOUT (seconds to wait for a device, default 30).
-# dev_start sets DEV_CREATED_NS (date +%s%N) once /dev/vduse/NAME appears.
+# dev_start sets DEV_CREATED_NS (ns since the epoch) once /dev/vduse/NAME appears.
 # Per device NAME: DPID[NAME] (daemon pid, empty once stopped), DLOG[NAME] (its
 # stderr), DDEV[NAME] (vdX), DKIND[NAME] (vduse-blk or qsd); CUR is the NAME
 # dev_start saw last.
@@ -21,6 +21,30 @@
 declare -A DPID=() DLOG=() DDEV=() DKIND=()
 DSEQ=0
 CUR=
+
+# bsleep SECS: sleeps without starting a process (read -t on a pipe that
+# never has data): under TCG each fork+exec of `sleep` costs ~0.15 s, which
+# made every wait below overshoot by that much per round.
+exec {BSLEEP_FD}<> <(:)
+bsleep() { read -rt "$1" -u "$BSLEEP_FD" _ 2>/dev/null || :; }
+
+# dev_logged_disk NAME: sets LOGGED_DISK to the vdX that NAME's daemon logged
+# ("attached NAME via virtio_vdpa as /dev/vdX"). Status 0: found; 1: not
+# attached yet; 2: attached without a disk (vhost_vdpa). Builtins only
+# (mapfile), so it can be polled cheaply.
+dev_logged_disk() {
+  local line lines=()
+  LOGGED_DISK=
+  mapfile -t lines <"${DLOG[$1]}" 2>/dev/null || return 1
+  for line in "${lines[@]}"; do
+    [[ $line == *"attached $1 via "* ]] || continue
+    [[ $line == *" as /dev/vd"* ]] || return 2
+    LOGGED_DISK=${line##* as /dev/}
+    LOGGED_DISK=${LOGGED_DISK%%[!a-z0-9]*}   # a JSON log line goes on after the name
+    return 0
+  done
+  return 1
+}
 
 dev_running() { [[ -n ${DPID[$1]:-} ]] && kill -0 "${DPID[$1]}" 2>/dev/null; }
 logtail() { [[ -f ${DLOG[$1]:-} ]] && { echo "daemon stderr (${DLOG[$1]##*/}, last 25 lines):"; tail -n 25 "${DLOG[$1]}"; }; }
@@ -48,7 +72,7 @@ dev_wait() {
     esac
     [[ -n $dev && -b /dev/$dev ]] && { echo "$dev"; return 0; }
     [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
+    bsleep 0.1
   done
   return 1
 }
@@ -111,14 +135,26 @@ dev_start() {
   fi
   DPID[$name]=$!
   local i
-  for ((i = 0; i < ${DEV_TIMEOUT:-30} * 10; i++)); do
+  for ((i = 0; i < ${DEV_TIMEOUT:-30} * 20; i++)); do
     [[ -c /dev/vduse/$name ]] && break
-    dev_running "$name" || break; sleep 0.1
+    dev_running "$name" || break; bsleep 0.05
   done
   [[ -c /dev/vduse/$name ]] || return 1
-  DEV_CREATED_NS=$(date +%s%N)   # /dev/vduse/NAME is there (benchmarks time the phases)
+  DEV_CREATED_NS=${EPOCHREALTIME/./}000   # /dev/vduse/NAME is there (benchmarks time the phases)
   ((attach)) || return 0
   if [[ $kind == qsd ]]; then vdpa dev add name "$name" mgmtdev vduse >>"$log" 2>&1 || return 1; fi
+  if [[ $kind == vduse-blk ]]; then
+    # The daemon names its own disk once attached (it reads its vdpa
+    # device's sysfs entry): polled with builtins only.
+    local got
+    for ((i = 0; i < ${DEV_TIMEOUT:-30} * 20; i++)); do
+      dev_logged_disk "$name"; got=$?
+      if ((got == 0)) && [[ -b /dev/$LOGGED_DISK ]]; then DDEV[$name]=$LOGGED_DISK; return 0; fi
+      ((got == 2)) && break                  # no disk of its own: the generic wait below
+      dev_running "$name" || break
+      bsleep 0.05
+    done
+  fi
   local spec=vdpa:$name
   [[ -n $serial ]] && spec=serial:$serial
   DDEV[$name]=$(dev_wait "$spec" "${DEV_TIMEOUT:-30}" "${DPID[$name]}")
