@@ -78,6 +78,10 @@ public protocol BlockBackendFactory: Sendable {
     /// a stable order, readable from any thread; nil when the backend keeps
     /// none (the default).
     func statistics() -> [(String, UInt64)]?
+    /// Starts background work that would only compete with bringing the
+    /// device up (prefetching ahead of the guest): called once, when the
+    /// device serves (after the attach, if any). Default: none.
+    func startBackgroundWork()
     /// Stops background work (fetchers, prefetchers) once no queue handle is
     /// in use any more. Default: nothing to stop.
     func shutdown()
@@ -102,6 +106,7 @@ public struct Note: Sendable, Equatable {
 extension BlockBackendFactory {
     public var notes: [Note] { [] }
     public func statistics() -> [(String, UInt64)]? { nil }
+    public func startBackgroundWork() {}
     public func shutdown() {}
     public func resize(to bytes: UInt64, allowShrink: Bool) throws(BackendError) -> UInt64 {
         throw BackendError(kind: .unsupported, context: "\(summary) cannot be resized (only file: backends can, for now)")

@@ -35,7 +35,9 @@ final class RemotePrefetcher: @unchecked Sendable {
         self.logger = logger
     }
 
+    /// Starts the thread (once; later calls do nothing).
     func start() {
+        guard thread == nil else { return }
         do {
             thread = try NamedThread(name: "vb-prefetch") { [self] in run() }
         } catch {

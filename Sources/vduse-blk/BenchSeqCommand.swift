@@ -31,6 +31,7 @@ extension ImageCommand {
                 }
                 let factory = try BackendCatalog.standard.open(
                     backend, options: BackendOpenOptions(readOnly: true, engine: .uring, logger: Logger(label: "bench")))
+                factory.startBackgroundWork()
                 for pass in 1...passes {
                     guard let rate = try SequentialReadBenchmark.run(factory: factory, blockSize: Int(block), depth: depth) else {
                         throw BackendError.invalidSpec("a read failed in pass \(pass)")

@@ -197,6 +197,7 @@ struct CreateCommand: ParsableCommand {
                 throw CLIFailure(message: error.description)
             }
         }
+        factory.startBackgroundWork()
         let served = ServedFlag()
         let publisher = StatsPublisher(source: factory, name: name, failures: QueueFailureReporter(
             device: name, queues: device.queueCounters, logger: logger))

@@ -127,6 +127,11 @@ final class AccessTraceTests: XCTestCase {
         let f = try open("disk.img", ["readahead=0", "format=raw", "prefetch-trace=\(path)"])
         defer { f.shutdown() }
         XCTAssertTrue(f.noteLines.contains { $0.contains("replaying 5 chunks") }, "\(f.noteLines)")
+        // Nothing is replayed until the device serves (the daemon calls this after the attach).
+        usleep(100_000)
+        XCTAssertEqual(stat(f, "trace_prefetch_requests"), 0)
+        XCTAssertEqual(stat(f, "chunks_fetched"), 0)
+        f.startBackgroundWork()
         let deadline = monotonicSeconds() + 20
         while stat(f, "chunks_fetched") < UInt64(order.count), monotonicSeconds() < deadline { usleep(10_000) }
         XCTAssertEqual(stat(f, "trace_prefetch_requests"), UInt64(order.count))
@@ -173,6 +178,7 @@ final class AccessTraceTests: XCTestCase {
         XCTAssertFalse(trace.chunks.isEmpty)
         let f = try open("disk.zst", ["readahead=0", "prefetch-trace=\(path)"])
         defer { f.shutdown() }
+        f.startBackgroundWork()
         let deadline = monotonicSeconds() + 20
         // The replayed fetches land before the guest reads: then nothing waits for the network.
         while !trace.chunks.allSatisfy({ f.store.isLocal($0) }), monotonicSeconds() < deadline { usleep(10_000) }

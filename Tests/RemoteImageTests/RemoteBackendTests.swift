@@ -215,6 +215,7 @@ final class RemoteBackendTests: XCTestCase {
     func testPrefetchWarmsTheWholeImageOntoDisk() throws {
         let f = try open(nginx.url("disk.img"), ["prefetch=64M"])
         defer { f.shutdown() }
+        f.startBackgroundWork()
         let total = stat(f, "chunks_total")
         let deadline = monotonicSeconds() + 30
         while stat(f, "chunks_on_disk") < total, monotonicSeconds() < deadline { usleep(50_000) }
