@@ -13,7 +13,7 @@ enum JSONText {
     struct Null: Sendable {}
     static let null = Null()
 
-    /// A parse failure (the message names what was wrong, not where).
+    /// The text is not one JSON value (or nests deeper than the decoder allows).
     struct ParseError: Error {}
 
     /// Parses one JSON text (any top-level value).

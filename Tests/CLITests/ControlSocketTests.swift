@@ -162,6 +162,41 @@ final class ControlSocketTests: XCTestCase {
         XCTAssertEqual(target.statsCalls, 2)
     }
 
+    func testDeeplyNestedOrHugeJSONIsAnErrorReplyNotACrash() {
+        let target = FakeTarget()
+        for depth in [600, 100_000] {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let line = String(repeating: open, count: depth) + "1" + String(repeating: close, count: depth)
+                let r = ControlProtocol.reply(to: Array(line.utf8), target: target)
+                XCTAssertTrue(r.reply.contains("\"ok\":false"), "depth \(depth): \(r.reply.prefix(120))")
+                XCTAssertFalse(r.stopAfter)
+            }
+        }
+        let big = "{\"cmd\":\"" + String(repeating: "x", count: 1 << 20) + "\"}"
+        let r = ControlProtocol.reply(to: Array(big.utf8), target: target)
+        XCTAssertTrue(r.reply.contains("unknown_command"), String(r.reply.prefix(120)))
+        XCTAssertLessThan(r.reply.utf8.count, 400, "the reply quotes at most a prefix of the command")
+        XCTAssertEqual(target.statsCalls, 0)
+    }
+
+    func testRepliesRoundTripThroughTheJSONText() throws {
+        let fields: [String: Any] = ["n": UInt64.max, "neg": -3, "d": 1.5, "s": "a/b \u{1}\"é", "t": true,
+                                     "null": JSONText.null, "list": [1, "two", [3]] as [Any], "obj": ["k": false]]
+        let text = try XCTUnwrap(JSONText.encode(fields))
+        XCTAssertFalse(text.contains("\n"))
+        let back = try XCTUnwrap(try JSONText.parse(Array(text.utf8)) as? [String: Any])
+        XCTAssertEqual(back["n"] as? UInt64, UInt64.max)
+        XCTAssertEqual(back["neg"] as? Int, -3)
+        XCTAssertEqual(back["d"] as? Double, 1.5)
+        XCTAssertEqual(back["s"] as? String, "a/b \u{1}\"é")
+        XCTAssertEqual(back["t"] as? Bool, true)
+        XCTAssertTrue(back["null"] is JSONText.Null)
+        XCTAssertEqual((back["list"] as? [Any])?.count, 3)
+        XCTAssertEqual((back["obj"] as? [String: Any])?["k"] as? Bool, false)
+        XCTAssertNil(JSONText.encode(["x": Double.nan]), "NaN is not JSON")
+        XCTAssertNil(JSONText.encode(["x": FakeTarget()]), "nor is an object")
+    }
+
     func testMalformedRequestsGetAnErrorAndTheConnectionStaysUsable() throws {
         let target = FakeTarget()
         let s = try serve(target)
