@@ -162,7 +162,7 @@ public final class RemoteBackendFactory: BlockBackendFactory, @unchecked Sendabl
     /// Starts the trace replay and the whole-object prefetch, once the device
     /// serves: started at open, they took the (emulated) CPU and the
     /// connections from the kernel's probe reads and the mount, and the
-    /// device came up 1.4 s later in the model-load benchmark.
+    /// device came up 1.4-1.8 s later in the model-load benchmark.
     public func startBackgroundWork() {
         tracePrefetcher?.start()
         prefetcher?.start()

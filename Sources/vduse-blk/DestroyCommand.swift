@@ -39,7 +39,8 @@ struct DestroyCommand: ParsableCommand {
             }
         }
         if let message = ControlClient.errorMessage(reply) { fail("\(name): the daemon refused to stop: \(message)") }
-        let pid = Int32(truncatingIfNeeded: JSONText.unsigned(reply["pid"]) ?? 0)
+        // A pid that is not a whole number in pid_t range waits for the device node alone.
+        let pid = (reply["pid"] as? UInt64).flatMap { Int32(exactly: $0) } ?? 0
         let deadline = time(nil) + timeout
         while Self.alive(pid) || access("/dev/vduse/\(name)", F_OK) == 0 {
             if time(nil) >= deadline {

@@ -33,17 +33,6 @@ enum JSONText {
         guard let data = try? encoder.encode(EncodedValue(value: value)) else { return nil }
         return String(decoding: data, as: UTF8.self)
     }
-
-    /// A whole number >= 0 as parsed or as built (`UInt64`, `Int`, ...).
-    static func unsigned(_ value: Any?) -> UInt64? {
-        switch value {
-        case let v as UInt64: return v
-        case let v as Int where v >= 0: return UInt64(v)
-        case let v as UInt32: return UInt64(v)
-        case let v as Int32 where v >= 0: return UInt64(v)
-        default: return nil
-        }
-    }
 }
 
 /// An object key of any spelling.

@@ -36,7 +36,7 @@ struct StatsCommand: ParsableCommand {
                 print("\(row[0]) \(row[1])")
             }
             for case let q as [String: Any] in reply["queues"] as? [Any] ?? [] {
-                let i = JSONText.unsigned(q["queue"]) ?? 0
+                let i = q["queue"] as? UInt64 ?? 0
                 let total = (q["requests"] as? [String: Any] ?? [:]).values.reduce(0) { $0 + ($1 as? UInt64 ?? 0) }
                 let failed = (q["failures"] as? [String: Any] ?? [:]).values.reduce(0) { $0 + ($1 as? UInt64 ?? 0) }
                 print("queue\(i)_requests \(total)")

@@ -146,14 +146,15 @@ dev_start() {
   if [[ $kind == vduse-blk ]]; then
     # The daemon names its own disk once attached (it reads its vdpa
     # device's sysfs entry): polled with builtins only.
-    local got
+    local got=1
     for ((i = 0; i < ${DEV_TIMEOUT:-30} * 20; i++)); do
       dev_logged_disk "$name"; got=$?
       if ((got == 0)) && [[ -b /dev/$LOGGED_DISK ]]; then DDEV[$name]=$LOGGED_DISK; return 0; fi
       ((got == 2)) && break                  # no disk of its own: the generic wait below
-      dev_running "$name" || break
+      dev_running "$name" || return 1
       bsleep 0.05
     done
+    ((got == 2)) || return 1                 # timed out: not a second DEV_TIMEOUT below
   fi
   local spec=vdpa:$name
   [[ -n $serial ]] && spec=serial:$serial
